@@ -1,0 +1,26 @@
+# toollat: `make train` and `make test` work from a fresh clone.
+# The venv is rebuilt when pyproject.toml changes. torch is installed first with its exact
+# pin: any other torch spec makes pip fetch gigabytes of CUDA wheels.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: train test default-model venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py +exp=grep_shell
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,104 @@
+"""The reader protocol, and the pieces every reader shares.
+
+A reader recognises its format from the first records of a file (``sniff``) and turns the file
+into row dicts of the canonical table (``read``), accounting for every line in the file's
+``FileReport``. Readers are registered once, in ``registry.py``.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .files import BAD_GZIP_ERRORS, InputFile, LineError, decode_line, iter_lines
+from .redact import redact_text, redact_value
+from .report import FileReport
+from .table import READER_DEFAULTS
+
+
+@dataclass
+class ReadContext:
+    """What readers need besides the file: redaction settings and counters."""
+
+    redact: bool = True
+    redactions: Counter = field(default_factory=Counter)
+
+    def args_json(self, value: Any) -> str:
+        """Tool input -> JSON text, redacted unless redaction is off."""
+        if self.redact:
+            value = redact_value(value, self.redactions)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    def text(self, value: str | None) -> str | None:
+        if value is None or not self.redact:
+            return value
+        return redact_text(value, self.redactions)
+
+
+class Reader(Protocol):
+    name: str
+
+    def sniff(self, records: list[dict[str, Any]]) -> bool:
+        """True if these first records of a file are in this reader's format."""
+
+    def read(self, file: InputFile, report: FileReport, ctx: ReadContext) -> Iterator[dict[str, Any]]:
+        """Rows of the canonical table; every line of the file counted in ``report``."""
+
+
+def new_row(**fields: Any) -> dict[str, Any]:
+    row = dict(READER_DEFAULTS)
+    row.update(fields)
+    return row
+
+
+def project_of(cwd: Any) -> str | None:
+    """Last folder of a working directory, POSIX or Windows."""
+    if not isinstance(cwd, str) or not cwd.strip():
+        return None
+    parts = [p for p in cwd.replace("\\", "/").rstrip("/").split("/") if p]
+    return parts[-1] if parts else None
+
+
+def as_int(value: Any) -> int | None:
+    """An int from a JSON number; None for anything else (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value)
+
+
+Handler = Callable[[dict[str, Any], int], "str | None"]
+
+
+def drive_json_lines(file: InputFile, report: FileReport, handle: Handler) -> None:
+    """Feed each record of a JSON-lines file to ``handle(record, line_number)``.
+
+    ``handle`` returns None when it used (or knowingly ignored) the record, or the reason it
+    could not. A line is *parsed* when any of its records was usable, otherwise *skipped* with
+    the reason; the reasons of unusable records sharing a line with usable ones are noted.
+    """
+    try:
+        for lineno, raw, last in iter_lines(file.path):
+            report.lines += 1
+            try:
+                records, notes = decode_line(raw, last)
+            except LineError as e:
+                report.skip(e.reason)
+                continue
+            for n in notes:
+                report.note(n)
+            reasons = [handle(rec, lineno) for rec in records]
+            if any(r is None for r in reasons):
+                report.parsed += 1
+                for r in reasons:
+                    if r is not None:
+                        report.note(f"{r} (record sharing a line)")
+            else:
+                report.skip(reasons[0])
+    except BAD_GZIP_ERRORS as e:
+        report.note(f"rest of file unreadable ({type(e).__name__}: {e})")
+
+
+def origin(file: InputFile, lineno: int) -> str:
+    return f"{file.display}:{lineno}"

@@ -1,0 +1,194 @@
+"""Files: walking input paths, reading gzip transparently, decoding JSON lines robustly.
+
+Formats are recognised by content, never by file name, so ``.gz`` is detected by its magic
+bytes and a directory walk visits every regular file (hidden files and folders excepted).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+GZIP_MAGIC = b"\x1f\x8b"
+HEAD_BYTES = 256 * 1024
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: Path
+    source: str   # the top-level folder under the walked directory (see ``discover``)
+    display: str  # path as shown in reports: relative to the walked directory
+
+
+def discover(paths: list[Path]) -> list[InputFile]:
+    """Expand files and directories into a sorted list of input files.
+
+    ``source`` is the first folder below a walked directory (``sessions/<owner>__<repo>/...``
+    gives ``<owner>__<repo>``; ``~/.claude/projects/<project>/...`` gives the project); for a
+    file given directly, or lying directly in the walked directory, it is the parent folder's name.
+    """
+    out: list[InputFile] = []
+    seen: set[Path] = set()
+    for root in paths:
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"no such file or directory: {root}")
+        if root.is_file():
+            candidates = [(root, root.resolve().parent.name, root.name)]
+        else:
+            candidates = []
+            for p in sorted(root.rglob("*")):
+                rel = p.relative_to(root)
+                if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+                    continue
+                source = rel.parts[0] if len(rel.parts) > 1 else root.resolve().name
+                candidates.append((p, source, str(rel)))
+        for p, source, display in candidates:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(InputFile(p, source, display))
+    return out
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == GZIP_MAGIC
+
+
+def open_binary(path: Path):
+    """Open a file for reading bytes, decompressing gzip transparently."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
+    """The first ``n`` decompressed bytes; raises ``OSError``/``EOFError``/``zlib.error`` on a bad gzip."""
+    with open_binary(path) as fh:
+        return fh.read(n)
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield ``(line_number, raw_line, is_last_without_newline)``; line numbers start at 1.
+
+    A corrupt gzip stream ends the iteration by raising; callers count it.
+    """
+    with open_binary(path) as fh:
+        prev: bytes | None = None
+        n = 0
+        for raw in fh:
+            if prev is not None:
+                yield n, prev, False
+            n += 1
+            prev = raw
+        if prev is not None:
+            yield n, prev, not prev.endswith(b"\n")
+
+
+class LineError(Exception):
+    """A line that does not hold a JSON object; ``reason`` is what the report counts."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_line(raw: bytes, last_without_newline: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Decode one JSON line into records, recovering what can be recovered.
+
+    Returns the records and notes (e.g. two records glued together when a log slice lacked its
+    final newline). Raises ``LineError`` with a countable reason when nothing can be used.
+    """
+    notes: list[str] = []
+    text_line = raw.strip()
+    if not text_line:
+        raise LineError("blank line")
+    try:
+        obj = orjson.loads(text_line)
+        objs = [obj]
+    except orjson.JSONDecodeError:
+        try:
+            text = text_line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = text_line.decode("utf-8", errors="replace")
+            notes.append("invalid UTF-8 replaced")
+        objs = []
+        pos = 0
+        try:
+            while pos < len(text):
+                obj, pos = _DECODER.raw_decode(text, pos)
+                objs.append(obj)
+                while pos < len(text) and text[pos] in " \t\r":
+                    pos += 1
+        except json.JSONDecodeError:
+            if objs:
+                notes.append("trailing garbage after a record dropped")
+            elif last_without_newline:
+                raise LineError("truncated last line") from None
+            else:
+                raise LineError("invalid JSON") from None
+        if len(objs) > 1:
+            notes.append("concatenated records split")
+    records = [o for o in objs if isinstance(o, dict)]
+    if not records:
+        raise LineError("not a JSON object")
+    if len(records) < len(objs):
+        notes.append("non-object value dropped")
+    return records, notes
+
+
+def parse_ts_ms(value: Any) -> int | None:
+    """ISO-8601 timestamp (``...Z`` or with offset) -> epoch milliseconds; None if unusable."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:  # logs write UTC; a naive stamp is taken as UTC
+        from datetime import timezone
+
+        dt = dt.replace(tzinfo=timezone.utc)
+    return round(dt.timestamp() * 1000)
+
+
+def text_length(content: Any) -> int:
+    """Characters of a tool result's content: a string, or a list of text/image blocks."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        n = 0
+        for block in content:
+            if isinstance(block, dict):
+                t = block.get("text")
+                if isinstance(t, str):
+                    n += len(t)
+            elif isinstance(block, str):
+                n += len(block)
+        return n
+    return 0
+
+
+def content_text(content: Any, limit: int | None = None) -> str:
+    """The text of a tool result's content, joined (optionally only the first ``limit`` chars)."""
+    if isinstance(content, str):
+        return content[:limit] if limit else content
+    parts: list[str] = []
+    if isinstance(content, list):
+        for block in content:
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+            elif isinstance(block, str):
+                parts.append(block)
+    text = "\n".join(parts)
+    return text[:limit] if limit else text
+
+
+BAD_GZIP_ERRORS = (OSError, EOFError, zlib.error)

@@ -1,0 +1,142 @@
+"""The canonical calls table (DESIGN.md): its columns, how rows become it, and Parquet I/O.
+
+One row per tool call that has both an emission and a result. Readers produce row dicts with
+the *reader fields* below; ``finalize`` adds the table-level columns (``seq``, ``wall_ms``,
+``tool_family``, parallel-group sizes, subagent links), drops calls already read from another
+file (forked and resumed sessions copy their history, ids and all) and returns an Arrow table.
+
+Timestamps are UTC, millisecond precision. Columns that later stages rely on for causality:
+``seq`` (emission order in the session), ``parallel_group`` (calls emitted in one model
+message), ``emitted_at`` and ``result_at``. ``turn_started_at`` / ``prev_turn_ended_at`` are
+known when a call is emitted (the human message that opened its turn, and the end of the turn
+before it); the simulator uses them for human gaps.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .families import tool_family
+from .report import IngestReport
+
+_TS = pa.timestamp("ms", tz="UTC")
+
+SCHEMA = pa.schema([
+    ("call_id", pa.string()),            # the agent's own call id; unique in the table
+    ("source", pa.string()),             # where the log came from (corpus repo / project folder)
+    ("agent", pa.string()),              # claude_code | codex
+    ("format", pa.string()),             # the reader that parsed it
+    ("session_id", pa.string()),
+    ("project", pa.string()),            # last folder of the session's working directory
+    ("model", pa.string()),
+    ("seq", pa.int32()),                 # emission order within the session, from 0
+    ("tool_name", pa.string()),
+    ("tool_family", pa.string()),
+    ("args", pa.string()),               # tool input as JSON text (null in public TraceLab rows)
+    ("input_chars", pa.int64()),
+    ("emitted_at", _TS),
+    ("result_at", _TS),
+    ("wall_ms", pa.float64()),           # result_at - emitted_at: what the serving engine waits
+    ("internal_ms", pa.float64()),       # runner-reported duration, where the log has it
+    ("is_error", pa.bool_()),
+    ("interrupted", pa.bool_()),         # the user interrupted or rejected the call
+    ("exit_code", pa.int32()),
+    ("result_chars", pa.int64()),
+    ("parallel_group", pa.string()),     # calls emitted in the same model message
+    ("parallel_size", pa.int16()),
+    ("parallel_index", pa.int16()),
+    ("is_sidechain", pa.bool_()),        # emitted by a subagent
+    ("agent_id", pa.string()),           # the subagent that emitted it (sidechain calls)
+    ("spawned_agent_id", pa.string()),   # the subagent a Task/Agent call ran
+    ("parent_call_id", pa.string()),     # the Task/Agent call whose subagent emitted this call
+    ("poll_of", pa.string()),            # Codex write_stdin: the exec_command call it polls
+    ("context_tokens", pa.int64()),      # input tokens of the request that emitted the call
+    ("output_tokens", pa.int64()),
+    ("permission_mode", pa.string()),    # approval / permission mode in force at emission
+    ("turn_index", pa.int32()),          # human turns before this call in the session
+    ("turn_started_at", _TS),            # the human message that opened this call's turn
+    ("prev_turn_ended_at", _TS),         # last agent activity before that human message
+    ("origin", pa.string()),             # file:line of the emission record
+])
+
+COLUMNS: list[str] = SCHEMA.names
+
+# Fields a reader sets; the rest are computed by ``finalize``.
+READER_DEFAULTS: dict[str, Any] = {
+    "call_id": None, "agent": None, "session_id": None, "project": None, "model": None,
+    "tool_name": None, "args": None, "input_chars": None, "emitted_at": None, "result_at": None,
+    "internal_ms": None, "is_error": False, "interrupted": False, "exit_code": None,
+    "result_chars": None, "parallel_group": None, "is_sidechain": False, "agent_id": None,
+    "spawned_agent_id": None, "poll_of": None, "context_tokens": None, "output_tokens": None,
+    "permission_mode": None, "turn_index": 0, "turn_started_at": None,
+    "prev_turn_ended_at": None, "origin": None,
+}
+
+
+def empty_table() -> pa.Table:
+    return SCHEMA.empty_table()
+
+
+def finalize(rows: list[dict[str, Any]], report: IngestReport) -> pa.Table:
+    """Rows from all readers -> the canonical table (see module docstring)."""
+    if not rows:
+        return empty_table()
+    df = pd.DataFrame.from_records(rows)
+    df["_order"] = np.arange(len(df))
+
+    dup = df["call_id"].duplicated(keep="first")
+    report.duplicates_dropped += int(dup.sum())
+    report.duplicates_by_agent = {k: int(v) for k, v in df.loc[dup, "agent"].value_counts().items()}
+    df = df.loc[~dup]
+
+    df["wall_ms"] = (df["result_at"] - df["emitted_at"]).astype("float64")
+    negative = df["wall_ms"] < 0
+    if negative.any():  # clock skew between records: count it, never drop the call
+        report.table_notes["negative wall latency set to 0 (clock skew)"] += int(negative.sum())
+        df.loc[negative, "wall_ms"] = 0.0
+    df["tool_family"] = df["tool_name"].map(tool_family)
+
+    df = df.sort_values(["session_id", "emitted_at", "_order"], kind="stable")
+    df["seq"] = df.groupby("session_id", sort=False).cumcount()
+    grp = df.groupby(["session_id", "parallel_group"], sort=False, dropna=False)
+    df["parallel_size"] = grp["call_id"].transform("size")
+    df["parallel_index"] = grp.cumcount()
+
+    # Subagent calls point at the Task/Agent call that ran their subagent.
+    spawned = df.dropna(subset=["spawned_agent_id"]).drop_duplicates("spawned_agent_id")
+    parent_of = dict(zip(spawned["spawned_agent_id"], spawned["call_id"]))
+    df["parent_call_id"] = df["agent_id"].map(parent_of) if parent_of else None
+
+    for col in ("emitted_at", "result_at", "turn_started_at", "prev_turn_ended_at"):
+        df[col] = pd.to_datetime(df[col], unit="ms", utc=True)
+    df = df[COLUMNS].reset_index(drop=True)
+    return pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+
+
+def write_calls(table: pa.Table, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+
+
+def read_calls(path: str | Path) -> pd.DataFrame:
+    """A canonical Parquet table as a DataFrame; raises ``ValueError`` if columns are missing."""
+    table = pq.read_table(path)
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path} is not a toollat calls table: missing columns {missing}")
+    return table.to_pandas()
+
+
+def is_calls_parquet(path: Path) -> bool:
+    """True if ``path`` is a Parquet file (magic ``PAR1``)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
