@@ -68,3 +68,7 @@ def ingest(
 
 def main() -> None:  # pragma: no cover - console script entry point
     app()
+
+
+if __name__ == "__main__":
+    app()

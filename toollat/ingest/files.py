@@ -18,6 +18,7 @@ import orjson
 
 GZIP_MAGIC = b"\x1f\x8b"
 HEAD_BYTES = 256 * 1024
+BAD_GZIP_ERRORS = (OSError, EOFError, zlib.error)
 _DECODER = json.JSONDecoder()
 
 
@@ -70,9 +71,25 @@ def open_binary(path: Path):
 
 
 def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
-    """The first ``n`` decompressed bytes; raises ``OSError``/``EOFError``/``zlib.error`` on a bad gzip."""
+    """The first ``n`` decompressed bytes.
+
+    A gzip stream cut short yields what decompresses before the damage (the reader then counts
+    the loss); only a file with nothing readable raises ``OSError``/``EOFError``/``zlib.error``.
+    """
+    chunks: list[bytes] = []
+    got = 0
     with open_binary(path) as fh:
-        return fh.read(n)
+        try:
+            while got < n:
+                chunk = fh.read(min(64 * 1024, n - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except BAD_GZIP_ERRORS:
+            if not chunks:
+                raise
+    return b"".join(chunks)
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
@@ -190,5 +207,3 @@ def content_text(content: Any, limit: int | None = None) -> str:
     text = "\n".join(parts)
     return text[:limit] if limit else text
 
-
-BAD_GZIP_ERRORS = (OSError, EOFError, zlib.error)

@@ -32,6 +32,8 @@ _KNOWN_TOKENS = re.compile(
     r"|npm_[A-Za-z0-9]{36}"
     r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})"
 )
+_TOKEN_PREFIXES = ("sk-", "gh", "github_pat_", "xox", "AKIA", "AIza", "glpat-", "npm_", "eyJ")
+_SECRET_WORDS = ("token", "secret", "passw", "key")
 _BEARER = re.compile(r"(?i)\b(Bearer\s+)([A-Za-z0-9._~+/=-]{12,})")
 _ASSIGNED = re.compile(
     r"(?i)\b([A-Z0-9_.-]*(?:TOKEN|SECRET|PASSWORD|PASSWD|API[_-]?KEY|ACCESS[_-]?KEY)[A-Z0-9_]*"
@@ -62,12 +64,20 @@ def redact_text(text: str, counts: Counter | None = None) -> str:
             counts[kind] += n
         return out
 
-    text = sub(_HOME_POSIX, r"\1user", "home_path", text)
-    text = sub(_HOME_WIN, r"\1user", "home_path", text)
-    text = sub(_EMAIL, "user@example.com", "email", text)
-    text = sub(_KNOWN_TOKENS, PLACEHOLDER, "token", text)
-    text = sub(_BEARER, r"\1" + PLACEHOLDER, "token", text)
-    text = sub(_ASSIGNED, r"\1" + PLACEHOLDER, "token", text)
+    # Substring guards skip patterns that cannot match: arguments are often whole files.
+    lower = text.lower()
+    if "/users/" in lower or "/home/" in lower:
+        text = sub(_HOME_POSIX, r"\1user", "home_path", text)
+    if "users" in lower and ":" in text:
+        text = sub(_HOME_WIN, r"\1user", "home_path", text)
+    if "@" in text:
+        text = sub(_EMAIL, "user@example.com", "email", text)
+    if any(p in text for p in _TOKEN_PREFIXES):
+        text = sub(_KNOWN_TOKENS, PLACEHOLDER, "token", text)
+    if "bearer" in lower:
+        text = sub(_BEARER, r"\1" + PLACEHOLDER, "token", text)
+    if any(w in lower for w in _SECRET_WORDS):
+        text = sub(_ASSIGNED, r"\1" + PLACEHOLDER, "token", text)
 
     def long_run(m: re.Match) -> str:
         if not _random_looking(m.group(0)):

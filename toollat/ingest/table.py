@@ -112,10 +112,14 @@ def finalize(rows: list[dict[str, Any]], report: IngestReport) -> pa.Table:
     parent_of = dict(zip(spawned["spawned_agent_id"], spawned["call_id"]))
     df["parent_call_id"] = df["agent_id"].map(parent_of) if parent_of else None
 
-    for col in ("emitted_at", "result_at", "turn_started_at", "prev_turn_ended_at"):
-        df[col] = pd.to_datetime(df[col], unit="ms", utc=True)
     df = df[COLUMNS].reset_index(drop=True)
-    return pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False)
+    arrays = []
+    for f in SCHEMA:
+        if pa.types.is_timestamp(f.type):  # epoch ms from the readers
+            arrays.append(pa.array(df[f.name], type=pa.int64(), from_pandas=True).cast(f.type))
+        else:
+            arrays.append(pa.array(df[f.name], type=f.type, from_pandas=True))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 def write_calls(table: pa.Table, path: str | Path) -> None:
