@@ -1,0 +1,156 @@
+"""The call as the feature pipeline sees it, built from a table row or from an API request.
+
+Everything here is known when the call is emitted. ``Call.from_request`` accepts the
+Predictor's input (``tool``, ``args`` and optional context fields); ``calls_from_frame`` turns
+rows of the canonical table into the same objects for training and evaluation.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toollat.ingest.families import tool_family
+
+
+@dataclass(slots=True)
+class Call:
+    tool: str
+    args: dict[str, Any] | None        # None when the log has no arguments (public TraceLab rows)
+    family: str
+    agent: str | None = None
+    model: str | None = None
+    permission_mode: str | None = None
+    session_id: str | None = None
+    call_id: str | None = None
+    emitted_ms: float | None = None    # epoch ms; the Predictor uses "now" when absent
+    turn_started_ms: float | None = None
+    prev_turn_ended_ms: float | None = None
+    turn_index: int | None = None
+    context_tokens: float | None = None
+    parallel_group: str | None = None
+    parallel_size: int | None = None
+    poll_of: str | None = None          # Codex write_stdin: the call whose process it polls
+
+    @classmethod
+    def from_request(cls, d: dict[str, Any]) -> "Call":
+        """From a Predictor/API request: ``{"tool": ..., "args": {...} | "json", ...}``."""
+        tool = d.get("tool") or d.get("tool_name")
+        if not isinstance(tool, str) or not tool:
+            raise ValueError("a call needs a non-empty string 'tool'")
+        args = d.get("args", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"'args' is not valid JSON: {e.msg}") from None
+        if args is not None and not isinstance(args, dict):
+            args = {"value": args}
+        return cls(
+            tool=tool,
+            args=args,
+            family=tool_family(tool),
+            agent=_str(d.get("agent")),
+            model=_str(d.get("model")),
+            permission_mode=_str(d.get("permission_mode")),
+            session_id=_str(d.get("session_id")),
+            call_id=_str(d.get("call_id")),
+            emitted_ms=_ms(d.get("emitted_at")),
+            turn_started_ms=_ms(d.get("turn_started_at")),
+            prev_turn_ended_ms=_ms(d.get("prev_turn_ended_at")),
+            turn_index=_int(d.get("turn_index")),
+            context_tokens=_num(d.get("context_tokens")),
+            parallel_group=_str(d.get("parallel_group")),
+            parallel_size=_int(d.get("parallel_size")),
+            poll_of=_str(d.get("poll_of")),
+        )
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _int(v: Any) -> int | None:
+    n = _num(v)
+    return int(n) if n is not None else None
+
+
+def _ms(v: Any) -> float | None:
+    """Epoch ms from a number (ms), an ISO string, or a pandas/py datetime."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v) if math.isfinite(v) else None
+    try:
+        ts = pd.Timestamp(v)
+    except (ValueError, TypeError):
+        return None
+    if ts is pd.NaT:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.value / 1e6
+
+
+def _epoch_ms(col: pd.Series) -> np.ndarray:
+    """A tz-aware datetime column as float epoch ms (NaN where missing)."""
+    out = np.full(len(col), np.nan)
+    mask = col.notna().to_numpy()
+    if mask.any():
+        out[mask] = col[mask].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ms]").astype("int64").to_numpy()
+    return out
+
+
+def _parse_args(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError:
+        return {"raw": text}
+    return v if isinstance(v, dict) else {"value": v}
+
+
+def calls_from_frame(df: pd.DataFrame) -> list[Call]:
+    """Canonical-table rows -> Calls (same order)."""
+    emitted = _epoch_ms(df["emitted_at"])
+    started = _epoch_ms(df["turn_started_at"]) if "turn_started_at" in df else np.full(len(df), np.nan)
+    prev_end = _epoch_ms(df["prev_turn_ended_at"]) if "prev_turn_ended_at" in df else np.full(len(df), np.nan)
+
+    def col(name):
+        return df[name].tolist() if name in df else [None] * len(df)
+
+    out = []
+    for i, (tool, fam, args, agent, model, perm, sid, cid, tidx, ctx, grp, psize, poll) in enumerate(zip(
+            col("tool_name"), col("tool_family"), col("args"), col("agent"), col("model"),
+            col("permission_mode"), col("session_id"), col("call_id"), col("turn_index"),
+            col("context_tokens"), col("parallel_group"), col("parallel_size"), col("poll_of"))):
+        out.append(Call(
+            tool=tool,
+            args=_parse_args(args),
+            family=fam if isinstance(fam, str) else tool_family(tool),
+            agent=_str(agent),
+            model=_str(model),
+            permission_mode=_str(perm),
+            session_id=_str(sid),
+            call_id=_str(cid),
+            emitted_ms=None if math.isnan(emitted[i]) else emitted[i],
+            turn_started_ms=None if math.isnan(started[i]) else started[i],
+            prev_turn_ended_ms=None if math.isnan(prev_end[i]) else prev_end[i],
+            turn_index=_int(tidx),
+            context_tokens=_num(ctx),
+            parallel_group=_str(grp),
+            parallel_size=_int(psize),
+            poll_of=_str(poll),
+        ))
+    return out

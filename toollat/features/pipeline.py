@@ -1,0 +1,318 @@
+"""The one feature pipeline: training, evaluation and the Predictor all build features here.
+
+Columns, in order (``FeaturePipeline.names``):
+
+- name: tool, family, agent, model, permission mode (categorical codes)
+- args: ``args.NUMERIC`` and ``args.CATEGORICAL`` (program, subcommand, extension, kind)
+- embeddings: the sentence embedding of ``text.embed_text`` reduced by PCA to ``pca_dims``
+- memory: ``memory.MEMORY_FEATURES`` from the k nearest training texts
+- context: ``context.CONTEXT_FEATURES`` from the causal session history
+
+Categorical strings become small integer codes through vocabularies of string *hashes* learned
+at fit (unknown -> 0), so a saved pipeline holds numbers only. Training rows get memory features
+out of fold (sessions split into folds; a row's neighbours come from other folds' sessions), as
+a held-out call would. ``transform`` treats every call as unseen; ``online_row`` serves one call
+against a live ``SessionHistory``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
+from .calls import Call, calls_from_frame
+from .context import CONTEXT_FEATURES, SessionHistory
+from .embed import Embedder
+from .memory import MEMORY_FEATURES, NeighborMemory
+from .text import code, embed_text, exact_key
+
+NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
+
+
+@dataclass
+class FeatureConfig:
+    args: bool = True          # parsed arguments
+    embeddings: bool = True    # PCA of the sentence embedding
+    memory: bool = True        # nearest-neighbour memory of training calls
+    context: bool = True       # causal session history
+    pca_dims: int = 16
+    memory_dims: int = 64      # memory vectors are the embedding projected to this many dims (0: all 384)
+    knn_k: int = 10
+    knn_temperature: float = 0.05
+    oof_folds: int = 5
+    min_category_count: int = 3
+    max_categories: int = 250
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def uses_text(self) -> bool:
+        return self.embeddings or self.memory
+
+
+class Vocab:
+    """String -> small int code, stored as the strings' hashes (0 = unknown)."""
+
+    def __init__(self, hashes: list[int] | None = None):
+        self.hashes = list(hashes or [])
+        self.index = {h: i + 1 for i, h in enumerate(self.hashes)}
+
+    @classmethod
+    def fit(cls, values: list[str | None], min_count: int, max_size: int) -> "Vocab":
+        counts = pd.Series([code(v) for v in values if v]).value_counts()
+        keep = counts[counts >= min_count].index[:max_size]
+        return cls([int(h) for h in keep])
+
+    def encode(self, value: str | None) -> float:
+        return float(self.index.get(code(value), 0)) if value else 0.0
+
+
+def _model_family(model: str | None) -> str | None:
+    """Model names collapse to their family (dates and minor versions vary across logs)."""
+    if not model:
+        return None
+    m = model.lower()
+    for fam in ("opus", "sonnet", "haiku", "fable", "gpt-5", "gpt-4", "o3", "o4", "gemini", "codex"):
+        if fam in m:
+            return fam
+    return m.split("-")[0]
+
+
+def _keys(call: Call, cats: dict[str, str]) -> tuple:
+    prog = cats.get("c_program")
+    sub = cats.get("c_subcommand")
+    return (("tool", call.tool), ("fam", call.family), ("prog", prog) if prog else None,
+            ("sub", sub) if sub else None, ("cmd", exact_key(call.tool, call.args)))
+
+
+class FeaturePipeline:
+    def __init__(self, config: FeatureConfig | None = None, embedder: Embedder | None = None):
+        self.config = config or FeatureConfig()
+        self.embedder = embedder
+        self.vocabs: dict[str, Vocab] = {}
+        self.pca_mean = np.zeros(0, dtype=np.float32)
+        self.pca_components = np.zeros((0, 0), dtype=np.float32)
+        self.memory: NeighborMemory | None = None
+        self._static_cache: OrderedDict = OrderedDict()
+        self.static_cache_size = 200_000
+
+    # -- layout -----------------------------------------------------------------------------
+    @property
+    def categorical(self) -> list[str]:
+        return list(NAME_CATS) + (list(ARG_CATS) if self.config.args else [])
+
+    @property
+    def names(self) -> list[str]:
+        c = self.config
+        names = self.categorical
+        if c.args:
+            names += list(ARG_NUMERIC)
+        if c.embeddings:
+            names += [f"emb_{i}" for i in range(c.pca_dims)]
+        if c.memory:
+            names += list(MEMORY_FEATURES)
+        if c.context:
+            names += list(CONTEXT_FEATURES)
+        return names
+
+    @property
+    def n_static(self) -> int:
+        return len(self.names) - (len(CONTEXT_FEATURES) if self.config.context else 0)
+
+    # -- static part (per call, no session) ---------------------------------------------------
+    def _name_strings(self, call: Call) -> list[str | None]:
+        return [call.tool, call.family, call.agent, _model_family(call.model), call.permission_mode]
+
+    def _args(self, call: Call) -> tuple[dict[str, float], dict[str, str]]:
+        return arg_features(call.tool, call.family, call.args)
+
+    def _encode_static(self, call: Call, num: dict[str, float], cats: dict[str, str]) -> list[float]:
+        row = [self.vocabs[n].encode(v) for n, v in zip(NAME_CATS, self._name_strings(call))]
+        if self.config.args:
+            row += [self.vocabs[n].encode(cats.get(n)) for n in ARG_CATS]
+            row += [num.get(n, math.nan) for n in ARG_NUMERIC]
+        return row
+
+    def _embed(self, texts: list[str], progress: bool) -> np.ndarray:
+        if self.embedder is None:
+            raise RuntimeError("this feature configuration needs an Embedder")
+        return self.embedder.encode(texts, progress=progress)
+
+    def _project(self, vecs: np.ndarray, dims: int) -> np.ndarray:
+        return (vecs - self.pca_mean) @ self.pca_components[:dims].T
+
+    def _memory_vectors(self, vecs: np.ndarray) -> np.ndarray:
+        d = self.config.memory_dims
+        if not d:
+            return vecs
+        p = self._project(vecs, d)
+        return (p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    # -- batch --------------------------------------------------------------------------------
+    def fit_transform(self, df: pd.DataFrame, y: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Learn vocabularies, PCA and memory from training rows; their features (memory out of fold)."""
+        calls = calls_from_frame(df)
+        parsed = [self._args(c) for c in calls]
+        c = self.config
+        name_cols = list(zip(*[self._name_strings(x) for x in calls]))
+        self.vocabs = {n: Vocab.fit(list(col), c.min_category_count, c.max_categories) for n, col in zip(NAME_CATS, name_cols)}
+        if c.args:
+            for n in ARG_CATS:
+                self.vocabs[n] = Vocab.fit([p[1].get(n) for p in parsed], c.min_category_count, c.max_categories)
+        static = np.array([self._encode_static(x, *p) for x, p in zip(calls, parsed)], dtype=np.float64)
+        blocks = [static]
+        if c.uses_text:
+            texts, text_idx = np.unique([embed_text(x.tool, x.args) for x in calls], return_inverse=True)
+            vecs = self._embed(list(texts), progress)
+            self.pca_mean = vecs.mean(axis=0)
+            _, _, vt = np.linalg.svd(vecs - self.pca_mean, full_matrices=False)
+            self.pca_components = vt[: max(c.pca_dims, c.memory_dims)].astype(np.float32)
+            if c.embeddings:
+                blocks.append(self._project(vecs, c.pca_dims)[text_idx])
+            if c.memory:
+                mvecs = self._memory_vectors(vecs)
+                self.memory = NeighborMemory.build(mvecs, text_idx, y, c.knn_k, c.knn_temperature)
+                blocks.append(self._oof_memory(mvecs, text_idx, y, df["session_id"].to_numpy()))
+        if c.context:
+            blocks.append(self._replay(df, calls, parsed, self._expected(blocks)))
+        return np.hstack(blocks).astype(np.float32)
+
+    def _expected(self, blocks: list[np.ndarray]) -> np.ndarray | None:
+        """Each call's memory estimate (m_knn_y), which history residuals are measured against."""
+        if not self.config.memory:
+            return None
+        return blocks[-1][:, MEMORY_FEATURES.index("m_knn_y")]
+
+    def _oof_memory(self, mvecs: np.ndarray, text_idx: np.ndarray, y: np.ndarray, sessions: np.ndarray) -> np.ndarray:
+        c = self.config
+        fold = np.array([code(str(s)) % c.oof_folds for s in sessions])
+        out = np.empty((len(y), len(MEMORY_FEATURES)))
+        for f in range(c.oof_folds):
+            inside = fold == f
+            if not inside.any():
+                continue
+            mem = NeighborMemory.build(mvecs, text_idx[~inside], y[~inside], c.knn_k, c.knn_temperature)
+            uniq, inv = np.unique(text_idx[inside], return_inverse=True)
+            out[inside] = mem.query(mvecs[uniq])[inv]
+        return out
+
+    def transform(self, df: pd.DataFrame, progress: bool = False) -> np.ndarray:
+        """Features of calls the pipeline never saw (each session replayed from empty)."""
+        calls = calls_from_frame(df)
+        parsed = [self._args(c) for c in calls]
+        c = self.config
+        blocks = [np.array([self._encode_static(x, *p) for x, p in zip(calls, parsed)], dtype=np.float64).reshape(len(calls), -1)]
+        if c.uses_text:
+            texts, text_idx = np.unique([embed_text(x.tool, x.args) for x in calls], return_inverse=True)
+            vecs = self._embed(list(texts), progress) if len(texts) else np.zeros((0, 384), np.float32)
+            if c.embeddings:
+                blocks.append(self._project(vecs, c.pca_dims)[text_idx])
+            if c.memory:
+                blocks.append(self.memory.query(self._memory_vectors(vecs))[text_idx])
+        if c.context:
+            blocks.append(self._replay(df, calls, parsed, self._expected(blocks)))
+        return np.hstack(blocks).astype(np.float32)
+
+    def _replay(self, df: pd.DataFrame, calls: list[Call], parsed, expected: np.ndarray | None) -> np.ndarray:
+        """Context features by replaying each session in time order (see context.py)."""
+        n = len(calls)
+        out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
+        wall = df["wall_ms"].to_numpy(dtype=np.float64)
+        err = df["is_error"].to_numpy(dtype=bool) if "is_error" in df else np.zeros(n, bool)
+        emitted = np.array([x.emitted_ms for x in calls], dtype=np.float64)
+        result = emitted + wall
+        keys = [_keys(x, p[1]) for x, p in zip(calls, parsed)]
+        # A result becomes visible once it arrived and its whole parallel group was emitted.
+        frame = pd.DataFrame({"s": df["session_id"].to_numpy(), "g": df["parallel_group"].fillna("").to_numpy(), "e": emitted})
+        group_last = frame.groupby(["s", "g"], sort=False)["e"].transform("max").to_numpy()
+        visible = np.maximum(result, group_last)
+        order = np.lexsort((np.arange(n), emitted, frame["s"].to_numpy()))
+        sessions = frame["s"].to_numpy()[order]
+        bounds = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            idx = order[a:b]
+            events = sorted([(emitted[i], 0, k, i) for k, i in enumerate(idx)] + [(visible[i], 1, k, i) for k, i in enumerate(idx)])
+            hist = SessionHistory()
+            for t, kind, _, i in events:
+                call = calls[i]
+                if kind == 0:
+                    out[i] = hist.features(call, keys[i], t)
+                    hist.emit(call, keys[i], t, expected[i] if expected is not None else math.nan)
+                else:
+                    hist.observe(keys[i], wall[i], bool(err[i]), at_ms=t, call_id=call.call_id,
+                                 expected=expected[i] if expected is not None else math.nan)
+        return out
+
+    # -- online (the Predictor) -----------------------------------------------------------------
+    def static_row(self, call: Call) -> tuple[np.ndarray, tuple]:
+        """Static features and history keys of one call, cached by the call's identity."""
+        ck = (call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else None,
+              call.agent, call.model, call.permission_mode)
+        hit = self._static_cache.get(ck)
+        if hit is not None:
+            self._static_cache.move_to_end(ck)
+            return hit
+        num, cats = self._args(call)
+        parts = [np.array(self._encode_static(call, num, cats), dtype=np.float64)]
+        c = self.config
+        if c.uses_text:
+            vec = self._embed([embed_text(call.tool, call.args)], False)
+            if c.embeddings:
+                parts.append(self._project(vec, c.pca_dims)[0])
+            if c.memory:
+                parts.append(self.memory.query(self._memory_vectors(vec))[0])
+        hit = (np.concatenate(parts).astype(np.float32), _keys(call, cats))
+        self._static_cache[ck] = hit
+        if len(self._static_cache) > self.static_cache_size:
+            self._static_cache.popitem(last=False)
+        return hit
+
+    def online_row(self, call: Call, history: SessionHistory | None, now_ms: float | None) -> tuple[np.ndarray, tuple]:
+        static, keys = self.static_row(call)
+        if not self.config.context:
+            return static, keys
+        ctx = (history or SessionHistory()).features(call, keys, now_ms)
+        return np.concatenate([static, np.asarray(ctx, dtype=np.float32)]), keys
+
+    # -- save / load (numbers only) -------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "config": asdict(self.config),
+            "names": self.names,
+            "categorical": self.categorical,
+            "vocabs": {n: v.hashes for n, v in self.vocabs.items()},
+        }
+        (directory / "features.json").write_text(json.dumps(state, indent=1))
+        if self.config.uses_text:
+            np.save(directory / "pca_mean.npy", self.pca_mean.astype(np.float32), allow_pickle=False)
+            np.save(directory / "pca_components.npy", self.pca_components.astype(np.float32), allow_pickle=False)
+        if self.config.memory and self.memory is not None:
+            self.memory.save(directory)
+
+    @classmethod
+    def load(cls, directory: Path, embedder: Embedder | None) -> "FeaturePipeline":
+        directory = Path(directory)
+        state = json.loads((directory / "features.json").read_text())
+        pipe = cls(FeatureConfig.from_dict(state["config"]), embedder)
+        if pipe.names != state["names"]:
+            raise ValueError("bundle features do not match this toollat version's feature layout")
+        pipe.vocabs = {n: Vocab([int(h) for h in hashes]) for n, hashes in state["vocabs"].items()}
+        c = pipe.config
+        if c.uses_text:
+            pipe.pca_mean = np.load(directory / "pca_mean.npy", allow_pickle=False)
+            pipe.pca_components = np.load(directory / "pca_components.npy", allow_pickle=False)
+        if c.memory:
+            pipe.memory = NeighborMemory.load(directory, c.knn_k, c.knn_temperature)
+        return pipe
