@@ -5,3 +5,12 @@ Parts (one folder each): ``ingest`` (agent logs -> canonical calls table), ``fea
 ``simulation`` (KV-cache policy replay), ``harvest`` (real timings measured on this machine).
 """
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy: `import toollat` stays light; the Predictor pulls in numpy, LightGBM and torch.
+    if name in ("Predictor", "LatencyPrediction"):
+        from toollat import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(name)

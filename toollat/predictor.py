@@ -1,0 +1,233 @@
+"""The Predictor a scheduler imports.
+
+```python
+from toollat import Predictor
+p = Predictor.load("default")                       # or a bundle directory
+pr = p.predict({"tool": "Bash", "args": {"command": "pytest -x"}, "session_id": "s1", "call_id": "c1"})
+pr.p50_ms, pr.p90_ms, pr.quantiles, pr.p_long, pr.hint.action, pr.hint.ttl_ms
+p.predict_batch([...])
+p.observe(call_id="c1", latency_ms=5300)            # or observe(session_id="s1", tool="Bash", latency_ms=...)
+```
+
+A call is a dict: ``tool`` (required), ``args`` (object or JSON text), and optionally
+``call_id``, ``session_id``, ``agent``, ``model``, ``permission_mode``, ``emitted_at`` (epoch ms
+or ISO; default now), ``turn_started_at``, ``prev_turn_ended_at``, ``turn_index``,
+``context_tokens``, ``parallel_group``, ``poll_of``. Each session's history lives in memory,
+bounded: at most ``max_sessions`` sessions, least recently used evicted first, and at most
+``max_pending`` predicted calls awaiting their result. ``observe`` feeds results back, which
+later predictions of the session use, and keeps a running calibration (coverage of p50/p90 by
+family). All methods are thread-safe.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toollat.bundle import Bundle, load_bundle
+from toollat.features.calls import Call
+from toollat.features.context import SessionHistory, to_log
+from toollat.features.embed import Embedder
+from toollat.hints import Hint, HintCosts, decide_batch
+from toollat.ingest.families import tool_family
+
+MAX_LATENCY_MS = 7 * 24 * 3600 * 1000.0  # an observed latency beyond a week is not believed
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    call_id: str | None
+    p50_ms: float
+    p90_ms: float
+    quantiles: dict[str, float]        # {"p10": ms, "p50": ms, "p90": ms, "p99": ms}
+    p_long: float                      # probability the call takes at least 60 s
+    hint: Hint
+    fallback: str | None = None        # "family" / "global" when the tool was never seen in training
+    model_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"call_id": self.call_id, "p50_ms": self.p50_ms, "p90_ms": self.p90_ms, "quantiles": self.quantiles,
+             "p_long": self.p_long, "hint": {"action": self.hint.action, "ttl_ms": self.hint.ttl_ms}}
+        if self.fallback:
+            d["fallback"] = self.fallback
+        return d
+
+
+@dataclass
+class _Pending:
+    session_id: str | None
+    keys: tuple
+    family: str
+    p50_log: float
+    p90_log: float
+    expected: float      # the memory's estimate, for the session's residual features
+
+
+@dataclass
+class _Coverage:
+    n: int = 0
+    under_p50: int = 0
+    under_p90: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"n": self.n, "coverage_p50": self.under_p50 / self.n if self.n else None,
+                "coverage_p90": self.under_p90 / self.n if self.n else None}
+
+
+@dataclass
+class _Calibration:
+    by_family: dict[str, _Coverage] = field(default_factory=dict)
+
+    def add(self, family: str, y: float, p50: float, p90: float) -> None:
+        for key in (family, "*"):
+            c = self.by_family.setdefault(key, _Coverage())
+            c.n += 1
+            c.under_p50 += y <= p50
+            c.under_p90 += y <= p90
+
+
+class Predictor:
+    def __init__(self, bundle: Bundle, max_sessions: int = 10_000, max_pending: int = 100_000,
+                 costs: HintCosts | None = None):
+        self.bundle = bundle
+        self.pipeline = bundle.pipeline
+        self.model = bundle.model
+        self.costs = costs or bundle.hint_costs
+        self.max_sessions = max_sessions
+        self.max_pending = max_pending
+        self.levels = tuple(self.model.levels) if hasattr(self.model, "levels") else (0.1, 0.5, 0.9, 0.99)
+        self.level_names = [f"p{int(round(level * 100))}" for level in self.levels]
+        self._sessions: OrderedDict[str, SessionHistory] = OrderedDict()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._calibration = _Calibration()
+        self._lock = threading.RLock()
+        self._expected_col = self.pipeline.names.index("m_knn_y") if "m_knn_y" in self.pipeline.names else None
+        self._known_tools = self.pipeline.vocabs.get("c_tool")
+        self.counts = {"predicted": 0, "observed": 0, "observed_unknown": 0, "evicted_sessions": 0}
+
+    @classmethod
+    def load(cls, name_or_path: str | Path = "default", embedder: Embedder | None = None, **kw) -> "Predictor":
+        return cls(load_bundle(name_or_path, embedder), **kw)
+
+    # -- info ---------------------------------------------------------------------------------
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version
+
+    def model_info(self) -> dict[str, Any]:
+        card = self.bundle.card
+        held = card.get("metrics", {}).get("held_out_sessions", {}).get("models", {})
+        with self._lock:
+            calibration = {k: v.to_dict() for k, v in sorted(self._calibration.by_family.items())}
+            sessions = len(self._sessions)
+            pending = len(self._pending)
+        return {
+            "name": self.bundle.name, "version": self.model_version, "created": card.get("created"),
+            "target": card.get("target"), "tools": card.get("tools"), "levels": list(self.levels),
+            "hints": {"breakeven_s": self.costs.breakeven_s, "offload_cost_s": self.costs.offload_cost_s,
+                      "offload_hold_ratio": self.costs.offload_hold_ratio},
+            "held_out_metrics": held.get("toollat"),
+            "running_calibration": calibration,
+            "state": {"sessions": sessions, "max_sessions": self.max_sessions, "pending": pending, **self.counts},
+        }
+
+    # -- predicting ---------------------------------------------------------------------------
+    def _session(self, sid: str | None) -> SessionHistory | None:
+        if sid is None:
+            return None
+        h = self._sessions.get(sid)
+        if h is None:
+            h = self._sessions[sid] = SessionHistory()
+            if len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+                self.counts["evicted_sessions"] += 1
+        else:
+            self._sessions.move_to_end(sid)
+        return h
+
+    def _fallback(self, call: Call) -> str | None:
+        if self._known_tools is None or self._known_tools.encode(call.tool):
+            return None
+        return "family" if call.family != "other" else "global"
+
+    def predict(self, call: dict[str, Any]) -> LatencyPrediction:
+        return self.predict_batch([call])[0]
+
+    def predict_batch(self, calls: list[dict[str, Any]]) -> list[LatencyPrediction]:
+        """Predictions in order; each call is recorded as emitted in its session (in order)."""
+        parsed = [Call.from_request(c) for c in calls]
+        now = time.time() * 1000.0
+        rows = np.empty((len(parsed), len(self.pipeline.names)), dtype=np.float32)
+        keys = []
+        expected = []
+        with self._lock:
+            for i, call in enumerate(parsed):
+                t = call.emitted_ms if call.emitted_ms is not None else now
+                hist = self._session(call.session_id)
+                row, k = self.pipeline.online_row(call, hist, t)
+                rows[i] = row
+                keys.append(k)
+                exp = float(row[self._expected_col]) if self._expected_col is not None else float("nan")
+                expected.append(exp)
+                if hist is not None:
+                    hist.emit(call, k, t, exp)
+        pred = self.model.predict({"tool_family": [c.family for c in parsed]}, rows)
+        ms = pred.ms()
+        actions, ttls = decide_batch(self.levels, ms, self.costs)
+        out = []
+        with self._lock:
+            for i, call in enumerate(parsed):
+                if call.call_id is not None:
+                    self._pending[call.call_id] = _Pending(call.session_id, keys[i], call.family,
+                                                           float(pred.p50[i]), float(pred.p90[i]), expected[i])
+                    if len(self._pending) > self.max_pending:
+                        self._pending.popitem(last=False)
+            self.counts["predicted"] += len(parsed)
+        for i, call in enumerate(parsed):
+            q = {n: float(v) for n, v in zip(self.level_names, ms[i])}
+            out.append(LatencyPrediction(call.call_id, q.get("p50", float(ms[i][0])), q.get("p90", float(ms[i][-1])), q,
+                                         float(pred.p_long[i]), Hint(actions[i], float(ttls[i])),
+                                         self._fallback(call), self.model_version))
+        return out
+
+    # -- observing ----------------------------------------------------------------------------
+    def observe(self, call_id: str | None = None, latency_ms: float | None = None, session_id: str | None = None,
+                tool: str | None = None, is_error: bool = False, at_ms: float | None = None) -> bool:
+        """A result arrived. Identify the call by ``call_id`` (as predicted), or by ``session_id``
+        and ``tool``. Returns False if the call is unknown (nothing is recorded then)."""
+        if latency_ms is None or not isinstance(latency_ms, (int, float)) or not 0 <= latency_ms <= MAX_LATENCY_MS:
+            raise ValueError(f"latency_ms must be a number in [0, {MAX_LATENCY_MS:.0f}]")
+        at = at_ms if at_ms is not None else time.time() * 1000.0
+
+        with self._lock:
+            pend = self._pending.pop(call_id, None) if call_id is not None else None
+            if pend is not None:
+                sid, keys = pend.session_id, pend.keys
+                self._calibration.add(pend.family, to_log(latency_ms), pend.p50_log, pend.p90_log)
+            elif session_id is not None and tool:
+                sid, keys = session_id, (("tool", tool), ("fam", tool_family(tool)), None, None, None)
+            else:
+                self.counts["observed_unknown"] += 1
+                return False
+            hist = self._sessions.get(sid) if sid is not None else None
+            if hist is None and sid is not None:
+                hist = self._session(sid)
+            if hist is not None:
+                hist.observe(keys, float(latency_ms), is_error, at_ms=at, call_id=call_id,
+                             expected=pend.expected if pend is not None else float("nan"))
+            self.counts["observed"] += 1
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+            self._pending.clear()
+            self._calibration = _Calibration()
+
+
+__all__ = ["Predictor", "LatencyPrediction"]

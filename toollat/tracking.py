@@ -1,0 +1,84 @@
+"""MLflow tracking for training runs: a local sqlite store by default, one experiment per name.
+
+``Tracker`` is a context manager; with ``enabled: false`` every call is a no-op, so training
+code logs unconditionally.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Tracker:
+    def __init__(self, enabled: bool, tracking_uri: str, artifact_root: str, experiment: str, run_name: str | None = None):
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        if not enabled:
+            return
+        import mlflow
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri)
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            Path(artifact_root).mkdir(parents=True, exist_ok=True)
+            self.experiment_id = mlflow.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri() + f"/{experiment}")
+        else:
+            self.experiment_id = exp.experiment_id
+        self.run_name = run_name
+
+    def __enter__(self) -> "Tracker":
+        if self.enabled:
+            run = self._mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name)
+            self.run_id = run.info.run_id
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.enabled:
+            self._mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+
+    def params(self, params: dict[str, Any]) -> None:
+        if self.enabled:
+            flat = {k: str(v)[:500] for k, v in flatten(params).items()}
+            self._mlflow.log_params(flat)
+
+    def metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
+        if self.enabled:
+            clean = {f"{prefix}{k}": float(v) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and v == v}
+            self._mlflow.log_metrics(clean)
+
+    def dict(self, obj: Any, path: str) -> None:
+        if self.enabled:
+            self._mlflow.log_dict(obj, path)
+
+    def text(self, text: str, path: str) -> None:
+        if self.enabled:
+            self._mlflow.log_text(text, path)
+
+    def figure(self, fig, path: str) -> None:
+        if self.enabled:
+            self._mlflow.log_figure(fig, path)
+
+    def artifacts(self, directory: Path, path: str) -> None:
+        if self.enabled:
+            self._mlflow.log_artifacts(str(directory), path)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        if self.enabled:
+            self._mlflow.set_tags(tags)
