@@ -43,3 +43,73 @@ def corpus_ingest(corpus):
 
 def corpus_file(corpus: Path, rel: str) -> Path:
     return _require(corpus / rel)
+
+
+# -- shared small real data and a small trained bundle -----------------------------------------
+SMALL_SOURCE = "PackmindHub__context-evaluator"   # 98 Claude Code sessions, ~3,200 calls
+SMALL_CODEX = "EntityProcess__agentv/codex"       # 20 Codex rollouts
+
+
+def pytest_configure(config):
+    # One embedding cache for the test session (and the subprocesses it starts), never the user's.
+    if "TOOLLAT_CACHE" not in os.environ:
+        import tempfile
+
+        os.environ["TOOLLAT_CACHE"] = tempfile.mkdtemp(prefix="toollat-test-cache-")
+
+
+@pytest.fixture(scope="session")
+def small_calls(corpus):
+    """Real calls: one Claude Code source and the Codex rollouts of another (~9,000 calls)."""
+    from toollat.ingest import ingest
+
+    return ingest([corpus / SMALL_SOURCE, corpus / SMALL_CODEX]).to_pandas()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from toollat.features.embed import Embedder
+    from toollat.paths import cache_dir
+
+    return Embedder(cache_dir())
+
+
+FAST_MODEL = {
+    "kind": "lgbm", "levels": [0.1, 0.5, 0.9, 0.99], "calibration_folds": 2, "calibration_min": 100,
+    "params": {"n_estimators": 80, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 10},
+    "classifier": {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10},
+}
+
+
+def small_config(**over):
+    from toollat.features.pipeline import FeatureConfig
+    from dataclasses import asdict
+
+    cfg = {"features": asdict(FeatureConfig()), "model": FAST_MODEL, "target": {"name": "wall"},
+           "tools": {"families": None, "names": None}, "threads": 2, "seed": 0,
+           "hints": {"breakeven_s": 30.0, "offload_cost_s": 8.0, "offload_hold_ratio": 0.05}}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def small_split(small_calls):
+    from toollat.evaluation.splits import session_test_mask
+
+    test = session_test_mask(small_calls["session_id"], 0.25, 0)
+    return small_calls[~test].reset_index(drop=True), small_calls[test].reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def small_bundle(small_split, embedder, tmp_path_factory):
+    """A bundle trained on the training sessions of ``small_calls`` (fast model settings)."""
+    from toollat.bundle import save_bundle
+    from toollat.training import fit
+
+    train, _ = small_split
+    cfg = small_config()
+    fitted, _ = fit(train, cfg, embedder)
+    path = tmp_path_factory.mktemp("bundles") / "small"
+    card = {"name": "small", "target": "wall", "tools": cfg["tools"], "hints": cfg["hints"], "config": cfg,
+            "data": {"calls": int(len(train))}}
+    return save_bundle(path, fitted.pipeline, fitted.model, fitted.baselines, card)

@@ -47,7 +47,8 @@ def resolve(kind: str = "auto", paths: Sequence[str | Path] | None = None) -> Da
         missing = [str(p) for p in explicit if not p.exists()]
         if missing:
             raise NoDataError(f"data paths do not exist: {', '.join(missing)}")
-        return DataSource("explicit" if kind == "auto" else kind, explicit, f"{kind} data from {', '.join(map(str, explicit))}")
+        chosen = "explicit" if kind == "auto" else kind
+        return DataSource(chosen, explicit, f"{chosen} data paths: {', '.join(map(str, explicit))}")
     if kind in ("tracelab", "parquet"):
         raise NoDataError(f"data={kind} needs data.paths=[...]")
     if kind in ("auto", "local"):

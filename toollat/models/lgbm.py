@@ -26,10 +26,10 @@ from toollat.features.text import code
 from .base import LEVELS, LONG_Y, Prediction, monotone
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "n_estimators": 600, "learning_rate": 0.03, "num_leaves": 63, "min_child_samples": 10,
+    "n_estimators": 300, "learning_rate": 0.06, "num_leaves": 63, "min_child_samples": 10,
     "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.7, "reg_lambda": 0.0,
 }
-DEFAULT_CLASSIFIER: dict[str, Any] = {"n_estimators": 400, "learning_rate": 0.03, "num_leaves": 31, "min_child_samples": 10}
+DEFAULT_CLASSIFIER: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.06, "num_leaves": 31, "min_child_samples": 10}
 
 
 def _best_f1_threshold(is_long: np.ndarray, p: np.ndarray) -> float:

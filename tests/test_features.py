@@ -1,0 +1,135 @@
+"""Feature pipeline: causality (DESIGN.md contract) on real sessions, and the shell parser.
+
+Causality: changing the labels or results of calls emitted at or after call c, or in c's
+parallel group (c included), leaves c's features unchanged, both when features are built for
+unseen calls (``transform``) and for training calls (``fit_transform``). A control shows the
+check can fail: changing an *earlier* call's result, which c may see, does change them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toollat.evaluation.metrics import to_log10_s
+from toollat.features import shell
+from toollat.features.pipeline import FeatureConfig, FeaturePipeline
+
+RNG = np.random.default_rng(7)
+
+
+def perturb_from(df: pd.DataFrame, i: int) -> pd.DataFrame:
+    """Change labels and results of c = row i, every later call of its session, and its group."""
+    c = df.iloc[i]
+    same = df["session_id"] == c.session_id
+    mask = same & ((df["emitted_at"] >= c.emitted_at) | (df["parallel_group"] == c.parallel_group))
+    out = df.copy()
+    factor = RNG.uniform(0.01, 100.0, mask.sum())
+    out.loc[mask, "wall_ms"] = out.loc[mask, "wall_ms"].clip(lower=1) * factor
+    out.loc[mask, "wall_ms"] = out.loc[mask, "wall_ms"].round()
+    out.loc[mask, "result_at"] = (out.loc[mask, "emitted_at"] + pd.to_timedelta(out.loc[mask, "wall_ms"], unit="ms")).astype(out["result_at"].dtype)
+    out.loc[mask, "internal_ms"] = out.loc[mask, "wall_ms"] * 0.5
+    out.loc[mask, "is_error"] = ~out.loc[mask, "is_error"]
+    out.loc[mask, "result_chars"] = 1
+    return out
+
+
+def same_row(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a, b, equal_nan=True))
+
+
+def pick(df: pd.DataFrame, n: int) -> list[int]:
+    """Calls with some history before them and later calls after them, across sessions."""
+    seq = df["seq"].to_numpy()
+    cand = np.flatnonzero((seq >= 3))
+    return sorted(RNG.choice(cand, size=min(n, len(cand)), replace=False).tolist())
+
+
+@pytest.fixture(scope="module")
+def fitted(small_split, embedder):
+    train, test = small_split
+    pipe = FeaturePipeline(FeatureConfig(), embedder)
+    pipe.fit_transform(train, to_log10_s(train["wall_ms"].to_numpy()))
+    sessions = test["session_id"].drop_duplicates().head(6)
+    part = test[test["session_id"].isin(sessions)].reset_index(drop=True)
+    return pipe, part, train
+
+
+def test_transform_is_causal(fitted):
+    pipe, part, _ = fitted
+    base = pipe.transform(part)
+    for i in pick(part, 25):
+        X = pipe.transform(perturb_from(part, i))
+        assert same_row(X[i], base[i]), f"features of call {part.call_id[i]} changed when the future changed"
+
+
+def test_transform_sees_the_past(fitted):
+    """Control: an earlier call's result that arrived before c is emitted does change c's features."""
+    pipe, part, _ = fitted
+    base = pipe.transform(part)
+    changed = 0
+    for i in pick(part, 10):
+        c = part.iloc[i]
+        earlier = part.index[(part.session_id == c.session_id) & (part.result_at < c.emitted_at)
+                             & (part.parallel_group != c.parallel_group)]
+        if len(earlier) == 0:
+            continue
+        j = earlier[-1]
+        mod = part.copy()
+        mod.loc[j, "wall_ms"] = mod.loc[j, "wall_ms"] * 50 + 5000
+        changed += not same_row(pipe.transform(mod)[i], base[i])
+    assert changed > 0
+
+
+def test_fit_transform_is_causal(fitted, embedder):
+    _, _, train = fitted
+    sessions = train["session_id"].drop_duplicates().head(40)
+    part = train[train["session_id"].isin(sessions)].reset_index(drop=True)
+    y = to_log10_s(part["wall_ms"].to_numpy())
+    base = FeaturePipeline(FeatureConfig(), embedder).fit_transform(part, y)
+    for i in pick(part, 8):
+        mod = perturb_from(part, i)
+        X = FeaturePipeline(FeatureConfig(), embedder).fit_transform(mod, to_log10_s(mod["wall_ms"].to_numpy()))
+        assert same_row(X[i], base[i]), f"training features of {part.call_id[i]} changed when its future changed"
+
+
+def test_parallel_siblings_results_are_invisible(fitted):
+    """A result of a call in c's own parallel group never reaches c, even if it arrived first."""
+    pipe, part, _ = fitted
+    groups = part.groupby(["session_id", "parallel_group"]).filter(lambda g: len(g) > 1)
+    assert len(groups), "the slice needs a parallel group"
+    base = pipe.transform(part)
+    for (_, _), g in list(groups.groupby(["session_id", "parallel_group"]))[:5]:
+        last = g.index[-1]
+        mod = part.copy()
+        mod.loc[g.index[:-1], "wall_ms"] = 1.0  # siblings "finish" at once
+        mod.loc[g.index[:-1], "result_at"] = mod.loc[g.index[:-1], "emitted_at"]
+        assert same_row(pipe.transform(mod)[last], base[last])
+
+
+@pytest.mark.parametrize("command,program,sub,extra", [
+    ("git status --short", "git", "git status", {"vcs_local"}),
+    ("cd /x && go test ./... -timeout 120s 2>&1 | tail -20", "go", "go test", {"test"}),
+    ("mise exec -- go build ./cmd/x", "go", "go build", {"build"}),
+    ("sleep 30 && gh run view 1", "gh", "gh run", {"network", "wait"}),
+    ("timeout 60 pytest -x tests/", "pytest", "pytest tests/", {"test"}),
+    ("FOO=1 npm run build", "npm", "npm run:build", {"build"}),
+    ("for f in *.go; do gofmt -l $f; done", "gofmt", "", {"lint"}),
+    ("SCRATCH=$(mktemp -d) && cd $SCRATCH && git clone x", "git", "git clone", {"network"}),
+    ("python3 -m pytest -q", "python3", "python3 -m:pytest", {"test"}),
+])
+def test_shell_parse(command, program, sub, extra):
+    sc = shell.parse(command)
+    assert sc.program == program
+    assert sc.subcommand == sub
+    assert extra <= sc.categories
+
+
+def test_shell_parse_details():
+    sc = shell.parse("cd /x && go test ./... -timeout 120s 2>&1 | tail -20")
+    assert sc.cd_prefix and sc.n_pipes == 1 and sc.n_and == 1 and sc.timeout_s == 120.0 and not sc.background
+    assert shell.parse("sleep 30 && gh run view 1").sleep_s == 30.0
+    assert shell.parse("nohup ./server &").background
+    assert shell.parse("timeout 5m make").timeout_s == 300.0
+    assert shell.parse("cat <<EOF > x\nrm -rf /\nEOF").programs == ["cat"]  # a heredoc body is data
+    assert shell.parse("").program == ""

@@ -1,0 +1,85 @@
+"""`python train.py +exp=grep_shell` end to end on a real corpus slice, and `toollat evaluate`.
+
+Small model settings keep this fast; MLflow writes to a temporary sqlite store.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SMALL_SOURCE
+from toollat.paths import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    cmd = [
+        sys.executable, "train.py", "+exp=grep_shell",
+        f"data.paths=[{corpus / SMALL_SOURCE}]",
+        f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", f"mlflow.artifact_root={tmp}/mlruns",
+        f"paths.models={tmp}/models", f"hydra.run.dir={tmp}/hydra", "progress=false",
+        "model.params.n_estimators=60", "model.params.learning_rate=0.1",
+        "model.classifier.n_estimators=40", "model.calibration_folds=2",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "COLUMNS": "140"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp, proc.stdout
+
+
+def test_run_prints_metrics_with_baselines(trained):
+    _, out = trained
+    assert "held-out sessions" in out
+    for name in ("toollat", "per_tool_median", "per_command_mean", "global_median", "mae_log10", "coverage_p90"):
+        assert name in out
+    assert "data: explicit data paths:" in out
+
+
+def test_run_exports_a_bundle_and_logs_to_mlflow(trained):
+    tmp, _ = trained
+    card = json.loads((tmp / "models" / "grep_shell" / "card.json").read_text())
+    assert card["name"] == "grep_shell" and card["tools"]["families"] == ["shell", "search"]
+    held = card["metrics"]["held_out_sessions"]["models"]
+    assert held["toollat"]["mae_log10"] < held["per_tool_median"]["mae_log10"]
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("grep_shell")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.info.run_id == card["mlflow_run_id"]
+    assert "toollat.mae_log10" in run.data.metrics and "per_tool_median.mae_log10" in run.data.metrics
+    assert any(k.startswith("family.shell.") for k in run.data.metrics)
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/predicted_vs_actual.png", "plots/quantile_calibration.png",
+                     "plots/per_family_error.png", "plots/long_call_pr.png"}
+    assert any(a.path == "bundle/card.json" for a in client.list_artifacts(run.info.run_id, "bundle"))
+
+
+def test_evaluate_json_contract(trained, corpus):
+    tmp, _ = trained
+    codex = corpus / "EntityProcess__agentv" / "codex"
+    proc = subprocess.run([sys.executable, "-m", "toollat.cli", "evaluate", "--model", str(tmp / "models" / "grep_shell"),
+                           "--data", str(codex), "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert isinstance(out["n"], int) and out["n"] > 1000
+    assert set(out["models"]) == {"toollat", "per_tool_median", "per_command_mean", "global_median"}
+    for metrics in out["models"].values():
+        assert {"mae_log10", "within_2x", "spearman", "coverage_p90", "long_pr_auc", "weighted_mae_log10"} <= set(metrics)
+
+
+def test_unknown_experiment_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", "+exp=nope", f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "nope" in proc.stderr and "grep_shell" in proc.stderr
