@@ -150,7 +150,56 @@ def predict(
     print(f"  model: {p.bundle.name} {p.model_version}")
 
 
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8700,
+    token: Annotated[str | None, typer.Option("--token", envvar="TOOLLAT_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 routes.")] = None,
+    max_sessions: Annotated[int, typer.Option("--max-sessions", help="Sessions kept in memory (least recently used evicted).")] = 10_000,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body accepted.")] = 16.0,
+) -> None:
+    """Serve predictions over HTTP (OpenAPI at /docs)."""
+    from toollat.predictor import Predictor
+    from toollat.serving import serve as run_server
+
+    if not 0 < port < 65536:
+        fail("--port must be in 1..65535")
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without --token: anyone who can reach it can use it")
+    predictor = Predictor(_bundle(model), max_sessions=max_sessions)
+    predictor.predict({"tool": "Bash", "args": {"command": "true"}})  # load the embedding model before serving
+    predictor.reset()
+    console.print(f"toollat serving {predictor.bundle.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs)")
+    run_server(predictor, host=host, port=port, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024))
+
+
+@app.command()
+def harvest(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the harvested Claude Code session logs.")] = Path("harvest"),
+    budget_s: Annotated[float, typer.Option("--budget-s", help="Time budget in seconds.")] = 120.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the scripted sessions.")] = 0,
+    call_timeout_s: Annotated[float, typer.Option("--call-timeout-s", help="Timeout per call.")] = 30.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Measure real tool-call latencies on this machine: scripted agent sessions in a scratch workspace."""
+    from toollat.harvest import run_harvest
+
+    if budget_s <= 0 or call_timeout_s <= 0:
+        fail("--budget-s and --call-timeout-s must be positive")
+    report = run_harvest(out, budget_s=budget_s, seed=seed, progress=not as_json and sys.stderr.isatty(),
+                         call_timeout_s=call_timeout_s)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1, default=str))
+        return
+    print(f"harvested {report.calls} calls in {report.sessions} sessions in {report.seconds:.0f} s "
+          f"({report.timeouts} timeouts, {report.refused} refused); latency {_fmt_ms(report.min_ms)} to {_fmt_ms(report.max_ms)}")
+    print(f"wrote {len(report.files)} Claude Code session logs to {out}; read them with `toollat ingest {out}`")
+
+
 def _fmt_ms(ms: float) -> str:
+    if ms < 10:
+        return f"{ms:.2f} ms"
     if ms < 1000:
         return f"{ms:.0f} ms"
     if ms < 120_000:

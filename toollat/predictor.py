@@ -91,6 +91,13 @@ class _Calibration:
             c.under_p90 += y <= p90
 
 
+def _finite(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """NaN/inf -> None, so the dict is valid JSON."""
+    if d is None:
+        return None
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+
 class Predictor:
     def __init__(self, bundle: Bundle, max_sessions: int = 10_000, max_pending: int = 100_000,
                  costs: HintCosts | None = None):
@@ -131,7 +138,7 @@ class Predictor:
             "target": card.get("target"), "tools": card.get("tools"), "levels": list(self.levels),
             "hints": {"breakeven_s": self.costs.breakeven_s, "offload_cost_s": self.costs.offload_cost_s,
                       "offload_hold_ratio": self.costs.offload_hold_ratio},
-            "held_out_metrics": held.get("toollat"),
+            "held_out_metrics": _finite(held.get("toollat")),
             "running_calibration": calibration,
             "state": {"sessions": sessions, "max_sessions": self.max_sessions, "pending": pending, **self.counts},
         }

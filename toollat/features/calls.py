@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,8 @@ def _str(v: Any) -> str | None:
 
 
 def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    """A finite number (Python or numpy), else None; booleans are not numbers here."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v):
         return None
     return float(v)
 
@@ -89,7 +91,7 @@ def _ms(v: Any) -> float | None:
     """Epoch ms from a number (ms), an ISO string, or a pandas/py datetime."""
     if v is None:
         return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
         return float(v) if math.isfinite(v) else None
     try:
         ts = pd.Timestamp(v)
@@ -99,7 +101,7 @@ def _ms(v: Any) -> float | None:
         return None
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
-    return ts.value / 1e6
+    return (ts.value // 1000) / 1000.0  # ns -> exact us integer first: ns counts exceed float precision
 
 
 def _epoch_ms(col: pd.Series) -> np.ndarray:

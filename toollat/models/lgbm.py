@@ -14,6 +14,7 @@ models (no pickle).
 """
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +62,7 @@ class LightGBMQuantile:
         self.heads: list[lgb.Booster] = []
         self.long: lgb.Booster | None = None
         self.categorical: list[int] = []
+        self._fast: _SingleRow | None = None
 
     # -- training -------------------------------------------------------------------------------
     def _fit_boosters(self, X: np.ndarray, y: np.ndarray) -> tuple[list[lgb.Booster], lgb.Booster]:
@@ -109,6 +111,13 @@ class LightGBMQuantile:
         q = np.column_stack([h.predict(X, num_threads=self.threads) for h in self.heads])
         return q, self.long.predict(X, num_threads=self.threads)
 
+    def raw_one(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """``raw`` for one row through LightGBM's prepared single-row path (~10x less overhead)."""
+        if self._fast is None:
+            self._fast = _SingleRow([*self.heads, self.long], x.shape[-1])
+        out = self._fast.predict(x)
+        return out[:-1].reshape(1, -1), float(out[-1])
+
     def calibrated(self, q: np.ndarray, families) -> np.ndarray:
         overall = np.asarray(self.shifts.get("*", [0.0] * len(self.levels)))
         shift = np.array([self.shifts.get(f, overall) for f in families], dtype=np.float64).reshape(len(q), -1) \
@@ -117,7 +126,11 @@ class LightGBMQuantile:
 
     def predict(self, calls, X: np.ndarray) -> Prediction:
         """``calls`` is any mapping with a ``tool_family`` column (a DataFrame or a dict of lists)."""
-        q, p = self.raw(X)
+        if len(X) == 1:
+            q, p1 = self.raw_one(X[0])
+            p = np.array([p1])
+        else:
+            q, p = self.raw(X)
         return Prediction(self.levels, self.calibrated(q, list(calls["tool_family"])), p)
 
     # -- bundle I/O -------------------------------------------------------------------------------
@@ -144,3 +157,38 @@ class LightGBMQuantile:
         m.long_threshold = float(state["long_threshold"])
         m.shifts = {k: [float(x) for x in v] for k, v in state["shifts"].items()}
         return m
+
+
+class _SingleRow:
+    """LightGBM's ``PredictForMatSingleRowFast`` for a set of boosters: prepared once, then one
+    C call per booster per row, without the Python-side checks of ``Booster.predict``."""
+
+    def __init__(self, boosters: list[lgb.Booster], ncol: int):
+        from lightgbm.basic import _LIB, _safe_call
+
+        self._lib = _LIB
+        self._boosters = boosters  # keep the handles alive
+        self.handles = []
+        for b in boosters:
+            h = ctypes.c_void_p()
+            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                b._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal prediction, all trees
+                ctypes.c_int(0), ctypes.c_int32(ncol), ctypes.c_char_p(b"num_threads=1"), ctypes.byref(h)))
+            self.handles.append(h)
+        self.out = np.zeros(len(boosters))
+        self._n = ctypes.c_int64()
+        self._fn = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        xp = x.ctypes.data_as(ctypes.c_void_p)
+        res = np.empty(len(self.handles))
+        rp = res.ctypes.data
+        for i, h in enumerate(self.handles):
+            if self._fn(h, xp, ctypes.byref(self._n), ctypes.c_void_p(rp + 8 * i)) != 0:
+                raise RuntimeError("LightGBM single-row prediction failed")
+        return res
+
+    def __del__(self) -> None:
+        for h in getattr(self, "handles", []):
+            self._lib.LGBM_FastConfigFree(h)
