@@ -192,13 +192,17 @@ def test_per_tool_median_by_hand():
 
 def test_hint_policy_by_hand():
     # Hint for quantiles v (s) at levels .1 .5 .9 .99: mass .1 .4 .4 .09 at v, .01 at 2*v[-1].
-    # a1 [1,2,3,4]: keep T=4 costs E[min(G,4)] + 30*P(G>4) = (.1+.8+1.2+.36+.04) + .3 = 2.8;
-    #    offload 8 + .05*2.54 = 8.13; drop 30 -> keep 4 s; G=2 hit, held 2*1000.
-    # group max [2,3,4,10]: keep T=10: (.2+1.2+1.6+.9+.1) + .3 = 4.3 < T=4: 3.4+3 = 6.4;
-    #    offload 8.2 -> keep 10 s; G=5 hit, held 5*2000.
-    # a4 [30,60,120,300]: best keep T=30: 30 + 27 = 57; offload 8 + .05*108 = 13.4; drop 30
-    #    -> offload, host TTL p99 = 300 s; G=60 hit, host-held 60*3000, 3000 out + 3000 back.
-    # c1 [1000..8000]: keep >= 1000, offload 8 + .05*3380 = 177 -> drop; G=0.5 re-prefilled.
+    # Host memory holds at most H = B/r = 600 s. Plans: keep T then offload / keep T then drop.
+    # a1 [1,2,3,4]: keep 4 then offload: E[min(G,4)] = .1+.8+1.2+.36+.04 = 2.5, + .01*(8+.05*4)
+    #    = 2.582 < keep 4 then drop 2.8 < offload now 8 + .05*2.54 = 8.127; drop 30
+    #    -> keep 4 s then offload; G=2 hit, held 2*1000.
+    # group max [2,3,4,10]: keep 10 then offload: 4.0 + .01*(8+.05*10) = 4.085 < then drop 4.3,
+    #    keep 4 then offload 3.4 + .09*8.3 + .01*8.8 = 4.235, offload now 8.205 -> keep 10 s;
+    #    G=5 hit, held 5*2000.
+    # a4 [30,60,120,300]: offload now 8 + .05*108 = 13.4 < drop 30 < keep 30 then offload 41.1
+    #    -> offload, host TTL H = 600 s; G=60 hit, host-held 60*3000, 3000 out + 3000 back.
+    # c1 [1000..8000]: offload now 8 + .05*600 + 30 = 68 (every outcome outlives H) -> drop;
+    #    G=0.5 re-prefilled.
     # human gap: human_ttl_s = 120 -> G=100 hit, held 100*3000.
     m = run(HintPolicy(human_ttl_s=120), hand_calls(predictions=True))
     gpu, host = 2000 + 10000 + 300000, 180000
@@ -212,7 +216,34 @@ def test_hint_policy_by_hand():
     assert (m["keep_share"], m["offload_share"], m["drop_share"]) == (0.6, 0.2, 0.2)
     d = HintPolicy(human_ttl_s=120).decide(build_gaps(hand_calls(True)), COSTS)
     assert d.action.tolist() == [KEEP, KEEP, KEEP, OFFLOAD, DROP]
-    assert d.ttl_s[:4].tolist() == [4.0, 10.0, 120.0, 300.0]
+    assert d.ttl_s[:4].tolist() == [4.0, 10.0, 120.0, 600.0]
+    assert d.demote_s[:3].tolist() == [600.0, 600.0, 0.0]  # tool keeps demote to host; the human TTL drops
+
+
+def test_keep_then_demote_by_hand():
+    # Every gap kept 1 s on GPU, then moved to host memory for up to 600 s.
+    # a1 G=2 N=1000: GPU 1*1000, host 1*1000; group G=5 N=2000: GPU 2000, host 4*2000;
+    # human G=100 N=3000: GPU 3000, host 99*3000; a4 G=60 N=3000: GPU 3000, host 59*3000;
+    # c1 G=0.5 N=4000: back before the TTL, GPU 0.5*4000. All hits; 9000 tokens moved out and back.
+    gaps = build_gaps(hand_calls())
+    n = len(gaps.frame)
+    m = evaluate(gaps, Decision(np.full(n, KEEP, dtype=np.int8), np.ones(n), 0, np.full(n, 600.0)), COSTS)
+    gpu, host = 1000 + 2000 + 3000 + 3000 + 2000, 1000 + 8000 + 297000 + 177000
+    assert m["hit_rate"] == 1.0 and m["reprefill_tokens"] == 0
+    assert m["storage_ratio"] == pytest.approx(gpu / A_KV)
+    assert m["host_storage_ratio"] == pytest.approx(host / A_KV)
+    assert m["offload_tokens"] == 18000
+    assert m["equiv_storage_ratio"] == pytest.approx((gpu + 0.05 * host + 8 * 9000) / A_KV)
+    # With 50 s on host instead, the 60 s and 100 s gaps outlive it and are re-prefilled.
+    m50 = evaluate(gaps, Decision(np.full(n, KEEP, dtype=np.int8), np.ones(n), 0, np.full(n, 50.0)), COSTS)
+    assert m50["hit_rate"] == pytest.approx(1 - 6000 / TOKENS) and m50["reprefill_tokens"] == 6000
+
+
+def test_hint_policy_human_quantiles():
+    # Human waits [20, 60, 200, 500] s: offload now 8 + .05*E[G] (E = 2+24+80+45+10 = 161) = 16.05
+    # < drop 30 -> offload for H = 600 s; the 100 s human gap is a hit from host memory.
+    d = HintPolicy(human_ttl_s=120, human_quantiles_ms=[20e3, 60e3, 200e3, 500e3]).decide(build_gaps(hand_calls(True)), COSTS)
+    assert d.action[2] == OFFLOAD and d.ttl_s[2] == 600.0
 
 
 def test_hint_policy_needs_prediction_columns():

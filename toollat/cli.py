@@ -175,6 +175,54 @@ def serve(
 
 
 @app.command()
+def simulate(
+    model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
+    data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated: static, per_tool_median, toollat, oracle.")] = "static,per_tool_median,toollat,oracle",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs storage plot here (PNG).")] = Path("kv_policy.png"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result (headline, policies, curves) as JSON.")] = False,
+) -> None:
+    """Replay the data's tool and human gaps under KV-cache policies: what the predictions are worth."""
+    from toollat.predictor import Predictor
+    from toollat.simulation.replay import simulate_bundle
+
+    if not data:
+        fail("give --data PATH (logs, directories or a calls .parquet)")
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    df = _data(list(data), progress=not as_json and sys.stderr.isatty())
+    predictor = Predictor(_bundle(model))
+    try:
+        result = simulate_bundle(predictor, df, names, progress=not as_json and sys.stderr.isatty(), plot_path=plot)
+    except ValueError as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return
+    out = Console(width=max(Console().width, 120))
+    d = result.data
+    out.print(f"{d.get('tool_gaps', 0):,} tool gaps and {d.get('human_gaps', 0):,} human gaps in {d.get('sessions', 0):,} sessions; "
+              f"costs: re-prefill = {result.costs.breakeven_s:g} s of GPU hold, offload {result.costs.offload_cost_s:g} s, "
+              f"host memory x{result.costs.offload_hold_ratio:g}")
+    table = result.table()
+    from rich.table import Table
+
+    t = Table(show_edge=False)
+    for col in ("policy", "hit_rate", "storage_ratio", "equiv_storage_ratio", "cost_ratio", "prefill_amplification", "offload_share", "drop_share"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for name, row in table.iterrows():
+        t.add_row(name, *(f"{row[c]:.3f}" for c in ("hit_rate", "storage_ratio", "equiv_storage_ratio", "cost_ratio",
+                                                       "prefill_amplification", "offload_share", "drop_share")))
+    out.print(t)
+    h = result.headline
+    out.print("[bold]headline[/bold] (* = best static TTL): " + ", ".join(
+        f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()
+        if k in ("best_static_ttl_s", "hit_rate_static", "hit_rate_toollat", "hit_rate_oracle",
+                 "gap_closed_at_equal_storage", "storage_ratio_at_equal_hit_rate")))
+    if plot is not None:
+        out.print(f"plot: {plot}")
+
+
+@app.command()
 def harvest(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the harvested Claude Code session logs.")] = Path("harvest"),
     budget_s: Annotated[float, typer.Option("--budget-s", help="Time budget in seconds.")] = 120.0,

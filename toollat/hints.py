@@ -1,4 +1,5 @@
-"""The KV-cache hint: keep (with a TTL), offload, or drop, from a predicted gap distribution.
+"""The KV-cache hint: keep (with a TTL, then offload or drop), offload, or drop, from a
+predicted gap distribution.
 
 One documented policy, used by the Predictor, the HTTP API and the simulator. Costs are in
 *GPU-hold seconds*: the cost of keeping a request's KV cache in GPU memory for one second.
@@ -6,18 +7,22 @@ Both holding and re-prefilling scale with the context size, so only ratios matte
 
 - ``breakeven_s`` (B): a re-prefill costs as much as holding the KV for B seconds.
 - ``offload_cost_s`` (O): moving the KV to host memory and back costs O.
-- ``offload_hold_ratio`` (r): holding in host memory costs r per second (r << 1).
+- ``offload_hold_ratio`` (r): holding in host memory costs r per second (r << 1). Host memory
+  holds a KV at most ``H = B / r`` seconds: beyond that, holding it costs more than re-prefilling.
 
-For a gap G with predicted quantiles (a discrete distribution over the predicted levels):
+A hint is ``keep`` with a GPU TTL T and what to do when T expires (``then``: ``offload`` to host
+memory, or ``drop``), ``offload`` now (host TTL H), or ``drop`` now. For a gap G the costs are
 
-- keep with TTL T: ``E[min(G, T)] + B * P(G > T)`` (dropped at T, re-prefilled later)
-- offload:         ``O + r * E[G]``
-- drop:            ``B``
+- keep T, then offload: ``min(G, T)`` + if G > T: ``O + r * min(G - T, H)``, + ``B`` if G > T + H
+- keep T, then drop:    ``min(G, T)`` + ``B`` if G > T
+- offload now is keep with T = 0 then offload; drop now costs ``B``.
 
-The cheapest wins. Keep's TTL is the best T among the predicted quantiles; offload's TTL is the
-p99 (how long host memory should hold it). This is the classic rent-or-buy trade-off, decided
-per call with the predicted distribution instead of a fixed timeout. The action names mirror
-what serving engines are proposing (keep / neutral-offload / discard with a cache TTL).
+The expected cost is taken over the predicted quantiles (a discrete distribution: the mass
+between two levels at the upper value, the tail above the top level at twice the top value);
+T ranges over 0 and the predicted quantiles; the cheapest plan wins. This is the rent-or-buy
+trade-off decided per call with the predicted distribution instead of a fixed timeout, and the
+keep-then-demote shape is what serving engines do when a TTL expires (the cache becomes
+evictable to a lower tier); the action names mirror their proposals (keep / offload / drop).
 """
 from __future__ import annotations
 
@@ -44,39 +49,58 @@ class HintCosts:
 @dataclass(frozen=True)
 class Hint:
     action: Action
-    ttl_ms: float
+    ttl_ms: float                      # keep: GPU TTL; offload: host TTL; drop: 0
+    then: Literal["offload", "drop"] | None = None   # keep only: what to do when the TTL expires
+
+    @property
+    def host_ttl_ms(self) -> float:
+        return self.ttl_ms if self.action == "offload" else 0.0
 
 
 def decide(levels, values_ms, costs: HintCosts = HintCosts()) -> Hint:
     """The hint for one gap, from its predicted quantiles (levels in (0,1), values in ms, ascending)."""
-    actions, ttl = decide_batch(levels, np.asarray(values_ms, dtype=np.float64)[None, :], costs)
-    return Hint(actions[0], float(ttl[0]))
+    actions, ttl, then = decide_plans(levels, np.asarray(values_ms, dtype=np.float64)[None, :], costs)
+    return Hint(actions[0], float(ttl[0]), then[0])
 
 
 def decide_batch(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> tuple[list[str], np.ndarray]:
-    """Hints for many gaps at once (rows of ``values_ms``): actions and TTLs in ms.
-
-    Mass between two predicted levels sits at the upper value; the tail above the top level at
-    twice the top value.
-    """
-    levels = np.asarray(levels, dtype=np.float64)
-    v = np.maximum(np.asarray(values_ms, dtype=np.float64), 0.0) / 1000.0     # (n, q)
-    n, q = v.shape
-    edges = np.concatenate([[0.0], levels, [1.0]])
-    probs = np.diff(edges)                                                     # (q+1,)
-    support = np.concatenate([v, v[:, -1:] * 2.0], axis=1)                     # (n, q+1)
-    mean = support @ probs
-    keep = np.empty((n, q))
-    for j in range(q):
-        t = v[:, j:j + 1]
-        keep[:, j] = (np.minimum(support, t) * probs).sum(axis=1) + costs.breakeven_s * ((support > t) * probs).sum(axis=1)
-    best = keep.argmin(axis=1)
-    best_keep = keep[np.arange(n), best]
-    offload = costs.offload_cost_s + costs.offload_hold_ratio * mean
-    drop = np.full(n, costs.breakeven_s)
-    stacked = np.stack([best_keep, offload, drop], axis=1)
-    choice = stacked.argmin(axis=1)
-    actions = np.array(["keep", "offload", "drop"])[choice].tolist()
-    ttl = np.where(choice == 0, np.maximum(v[np.arange(n), best] * 1000.0, costs.min_ttl_ms),
-                   np.where(choice == 1, np.maximum(v[:, -1] * 1000.0, costs.min_ttl_ms), 0.0))
+    """Actions and TTLs (ms) for many gaps (rows of ``values_ms``); see ``decide_plans`` for ``then``."""
+    actions, ttl, _ = decide_plans(levels, values_ms, costs)
     return actions, ttl
+
+
+def decide_plans(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> tuple[list[str], np.ndarray, list[str | None]]:
+    """Hints for many gaps at once, vectorized: actions, TTLs in ms, and keep's ``then``."""
+    levels = np.asarray(levels, dtype=np.float64)
+    v = np.maximum(np.asarray(values_ms, dtype=np.float64), 0.0) / 1000.0     # (n, q) seconds
+    n, q = v.shape
+    probs = np.diff(np.concatenate([[0.0], levels, [1.0]]))                    # (q+1,)
+    support = np.concatenate([v, v[:, -1:] * 2.0], axis=1)                     # (n, q+1)
+    b, o, r = costs.breakeven_s, costs.offload_cost_s, costs.offload_hold_ratio
+    host = b / r if r > 0 else np.inf
+    candidates = np.concatenate([np.zeros((n, 1)), v], axis=1)                 # T = 0 or a quantile
+    cost = np.empty((n, q + 1, 2))                                             # [.., then offload / then drop]
+    for j in range(q + 1):
+        t = candidates[:, j:j + 1]
+        late = support > t
+        held = (np.minimum(support, t) * probs).sum(axis=1)
+        after = np.minimum(support - t, host)
+        off_tail = ((o + r * after + b * (support > t + host)) * late * probs).sum(axis=1)
+        cost[:, j, 0] = held + off_tail
+        cost[:, j, 1] = held + b * (late * probs).sum(axis=1)
+    flat = cost.reshape(n, -1).argmin(axis=1)
+    j, then_drop = flat // 2, flat % 2 == 1
+    t = candidates[np.arange(n), j]
+    actions, thens = [], []
+    ttl = np.empty(n)
+    for i in range(n):
+        if j[i] == 0 and then_drop[i]:
+            actions.append("drop"), thens.append(None)
+            ttl[i] = 0.0
+        elif j[i] == 0:
+            actions.append("offload"), thens.append(None)
+            ttl[i] = host * 1000.0
+        else:
+            actions.append("keep"), thens.append("drop" if then_drop[i] else "offload")
+            ttl[i] = max(t[i] * 1000.0, costs.min_ttl_ms)
+    return actions, ttl, thens

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,8 +33,11 @@ from toollat.bundle import Bundle, load_bundle
 from toollat.features.calls import Call
 from toollat.features.context import SessionHistory, to_log
 from toollat.features.embed import Embedder
-from toollat.hints import Hint, HintCosts, decide_batch
+from toollat.hints import Hint, HintCosts, decide_plans
 from toollat.ingest.families import tool_family
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_LATENCY_MS = 7 * 24 * 3600 * 1000.0  # an observed latency beyond a week is not believed
 
@@ -53,6 +56,8 @@ class LatencyPrediction:
     def to_dict(self) -> dict[str, Any]:
         d = {"call_id": self.call_id, "p50_ms": self.p50_ms, "p90_ms": self.p90_ms, "quantiles": self.quantiles,
              "p_long": self.p_long, "hint": {"action": self.hint.action, "ttl_ms": self.hint.ttl_ms}}
+        if self.hint.then:
+            d["hint"]["then"] = self.hint.then
         if self.fallback:
             d["fallback"] = self.fallback
         return d
@@ -185,7 +190,7 @@ class Predictor:
                     hist.emit(call, k, t, exp)
         pred = self.model.predict({"tool_family": [c.family for c in parsed]}, rows)
         ms = pred.ms()
-        actions, ttls = decide_batch(self.levels, ms, self.costs)
+        actions, ttls, thens = decide_plans(self.levels, ms, self.costs)
         out = []
         with self._lock:
             for i, call in enumerate(parsed):
@@ -198,9 +203,46 @@ class Predictor:
         for i, call in enumerate(parsed):
             q = {n: float(v) for n, v in zip(self.level_names, ms[i])}
             out.append(LatencyPrediction(call.call_id, q.get("p50", float(ms[i][0])), q.get("p90", float(ms[i][-1])), q,
-                                         float(pred.p_long[i]), Hint(actions[i], float(ttls[i])),
+                                         float(pred.p_long[i]), Hint(actions[i], float(ttls[i]), thens[i]),
                                          self._fallback(call), self.model_version))
         return out
+
+    def predict_frame(self, df: "pd.DataFrame", progress: bool = False) -> "pd.DataFrame":
+        """Predictions for every call of a canonical table, each session replayed causally from
+        an empty history (what serving it call by call would give; tested equal). Adds
+        ``pred_p10_ms .. pred_p99_ms``, ``pred_p_long``, ``hint_action`` and ``hint_ttl_ms``.
+        Calls outside the bundle's tool scope get its per-tool median baseline."""
+        from toollat.evaluation.evaluate import in_scope
+
+        X = self.pipeline.transform(df, progress=progress)
+        pred = self.model.predict(df, X)
+        q, p_long = pred.quantiles.copy(), pred.p_long.copy()
+        outside = ~in_scope(df, self.bundle.card.get("tools"))
+        if outside.any() and "per_tool_median" in self.bundle.baselines:
+            base = self.bundle.baselines["per_tool_median"].predict(df[outside])
+            q[outside], p_long[outside] = base.quantiles, base.p_long
+        ms = 1000.0 * 10.0 ** q
+        out = df.copy()
+        for name, col in zip(self.level_names, ms.T):
+            out[f"pred_{name}_ms"] = col
+        out["pred_p_long"] = p_long
+        out["hint_action"], out["hint_ttl_ms"], out["hint_then"] = decide_plans(self.levels, ms, self.costs)
+        return out
+
+    def predict_human_gap(self, agent: str | None = None) -> LatencyPrediction | None:
+        """The hint for the wait after an agent's turn (a human thinking, typing, away).
+
+        Not a per-call prediction: the training distribution of waits before human turns, for
+        this agent if the bundle has it; None if the bundle has no such distribution."""
+        dist = self.bundle.card.get("human_gaps")
+        if not dist:
+            return None
+        ms = np.asarray(dist["ms"].get(agent or "*", dist["ms"]["*"]), dtype=np.float64)
+        levels = tuple(dist["levels"])
+        actions, ttls, thens = decide_plans(levels, ms[None, :], self.costs)
+        q = {f"p{int(round(lv * 100))}": float(v) for lv, v in zip(levels, ms)}
+        return LatencyPrediction(None, q.get("p50", float(ms[0])), q.get("p90", float(ms[-1])), q, float("nan"),
+                                 Hint(actions[0], float(ttls[0]), thens[0]), None, self.model_version)
 
     # -- observing ----------------------------------------------------------------------------
     def observe(self, call_id: str | None = None, latency_ms: float | None = None, session_id: str | None = None,

@@ -38,11 +38,32 @@ console = Console()
 
 @dataclass
 class Fitted:
-    """What a bundle holds: the feature pipeline, the model and the baselines."""
+    """What a bundle holds: the feature pipeline, the model, the baselines, and the training
+    distribution of human gaps (the hint for the wait after an agent's turn)."""
 
     pipeline: FeaturePipeline
     model: LatencyModel
     baselines: dict[str, LatencyModel]
+    human_gaps: dict[str, Any] | None = None
+
+
+def human_gap_distribution(df: pd.DataFrame, levels=(0.1, 0.5, 0.9, 0.99), min_n: int = 20) -> dict[str, Any] | None:
+    """Quantiles (ms) of the waits before human turns (``simulation.gaps`` definition), overall
+    and per agent with at least ``min_n`` of them; None if the data has fewer than ``min_n``."""
+    from toollat.simulation import build_gaps
+
+    frame = build_gaps(df).frame
+    human = frame[frame["kind"] == "human"]
+    if len(human) < min_n:
+        return None
+    agents = df.drop_duplicates("session_id").set_index("session_id")["agent"]
+    agent = human["session_id"].map(agents) if "session_id" in human else pd.Series(index=human.index, dtype=object)
+    out = {"levels": list(levels), "n": int(len(human)),
+           "ms": {"*": [float(v) * 1000.0 for v in np.quantile(human["gap_s"], levels)]}}
+    for a, g in human.groupby(agent):
+        if len(g) >= min_n:
+            out["ms"][str(a)] = [float(v) * 1000.0 for v in np.quantile(g["gap_s"], levels)]
+    return out
 
 
 def fit(df: pd.DataFrame, cfg: dict[str, Any], embedder: Embedder, progress: bool = False) -> tuple[Fitted, dict[str, float]]:
@@ -61,7 +82,7 @@ def fit(df: pd.DataFrame, cfg: dict[str, Any], embedder: Embedder, progress: boo
     model = build(cfg["model"], threads=cfg.get("threads", 2), seed=cfg.get("seed", 0)).fit(calls, Xs, ys, pipeline.names)
     baselines = {b.kind: b().fit(calls, None, ys, pipeline.names) for b in BASELINES}
     timings["seconds_fit"] = time.perf_counter() - t
-    return Fitted(pipeline, model, baselines), timings
+    return Fitted(pipeline, model, baselines, human_gap_distribution(df)), timings
 
 
 def score(fitted: Fitted, df: pd.DataFrame, cfg: dict[str, Any], progress: bool = False):
@@ -178,6 +199,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "config": cfg,
         "timings": timings,
         "feature_names": fitted.pipeline.names,
+        "human_gaps": export_fit.human_gaps,
     }
     bundle_dir = None
     with Tracker(cfg["mlflow"]["enabled"], cfg["mlflow"]["tracking_uri"], cfg["mlflow"]["artifact_root"],

@@ -56,7 +56,8 @@ class PredictRequest(BaseModel):
 
 class HintOut(BaseModel):
     action: Literal["keep", "offload", "drop"]
-    ttl_ms: float
+    ttl_ms: float = Field(description="keep: GPU TTL; offload: host-memory TTL; drop: 0")
+    then: Literal["offload", "drop"] | None = Field(default=None, description="keep: what to do when the TTL expires")
 
 
 class PredictionOut(BaseModel):

@@ -2,7 +2,9 @@
 
 Per gap of length G holding N tokens (``gaps.Gaps``), a decision (action, TTL T) plays out as:
 
-- keep: GPU holds the KV for min(G, T); a hit if G <= T, else dropped at T and re-prefilled.
+- keep: GPU holds the KV for min(G, T); a hit if G <= T, else dropped at T and re-prefilled —
+  unless the decision demotes it at T (``demote_s`` D > 0): then it moves to host memory and
+  stays min(G - T, D) there; a hit if G <= T + D (moved back: N tokens each way).
 - offload: the KV moves to host memory at once and stays min(G, T) there; a hit if G <= T
   (moved back: N tokens each way), else dropped at T and re-prefilled.
 - drop: a miss; the resumed request re-prefills N tokens.
@@ -62,16 +64,20 @@ def evaluate(gaps: Gaps, decision: Decision, costs: HintCosts) -> dict[str, Any]
     ttl = np.asarray(decision.ttl_s, dtype=np.float64)
     if len(act) != len(g) or len(ttl) != len(g):
         raise ValueError("a decision must have one action and one TTL per gap")
+    demote = np.zeros(len(g)) if decision.demote_s is None else np.asarray(decision.demote_s, dtype=np.float64)
     keep, off = act == KEEP, act == OFFLOAD
-    hit = (keep | off) & (g <= ttl)
+    demoted = keep & (demote > 0) & (g > ttl)          # kept, outlived its TTL, moved to host
     held = np.minimum(g, ttl)
+    hit = (keep | off) & (g <= ttl) | demoted & (g <= ttl + demote)
+    host = np.where(off, held, 0.0) + np.where(demoted, np.minimum(g - ttl, demote), 0.0)
+    moved = off | demoted
     parts = {
         "tokens": n,
         "hit": n * hit,
         "gpu": n * np.where(keep, held, 0.0),
-        "host": n * np.where(off, held, 0.0),
-        "offloaded": n * off,
-        "reloaded": n * (off & hit),
+        "host": n * host,
+        "offloaded": n * moved,
+        "reloaded": n * (moved & hit),
         "reprefill": n * ~hit,
     }
     # Sums per kind in one pass each: [human, tool].

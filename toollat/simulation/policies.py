@@ -10,11 +10,13 @@ in seconds (how long GPU memory holds it for ``keep``; how long host memory hold
   group, the max over its tools; unknown tools fall back to their family, then all calls).
   Human gaps hold for the training median human gap (``DEFAULT_HUMAN_TTL_S`` if the training
   data has none). ``ttl_scale`` multiplies every TTL (the knob for its curve).
-- ``HintPolicy``: toollat's hint (``toollat.hints.decide_batch``) from the per-call prediction
+- ``HintPolicy``: toollat's hint (``toollat.hints.decide_plans``) from the per-call prediction
   columns ``pred_p10_ms`` .. ``pred_p99_ms``, combined over a parallel group as the elementwise
-  max of the quantiles. keep -> hold its TTL; offload -> host memory for its TTL (the p99);
-  drop -> drop. Human gaps (no tool to predict) and gaps whose calls lack predictions hold
-  for ``human_ttl_s``: by default the best static TTL of the same simulation, i.e. exactly
+  max of the quantiles. keep -> hold its TTL, then offload (host memory up to ``B / r``) or
+  drop as the hint says; offload -> host memory for its TTL; drop -> drop. Human gaps get the
+  same hint from ``human_quantiles_ms`` (the bundle's training distribution of human waits,
+  ``Predictor.predict_human_gap``) when given. Otherwise human gaps, and gaps whose calls lack
+  predictions, hold for ``human_ttl_s``: by default the best static TTL of the same simulation, i.e. exactly
   what the static policy it is compared with does there, so differences come from tool gaps.
   ``pred_p_long`` is not used (the hint uses the quantiles only).
 - ``Oracle``: knows every gap G. Per gap it takes the cheapest of keep (cost G: hold exactly
@@ -30,7 +32,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from toollat.hints import HintCosts, decide_batch
+from toollat.hints import HintCosts, decide_plans
 
 from .gaps import PREDICTION_COLUMNS, Gaps, build_gaps
 
@@ -44,11 +46,14 @@ DEFAULT_HUMAN_TTL_S = 300.0  # a common engine default (5 min), only when nothin
 @dataclass
 class Decision:
     """Per gap: ``action`` (KEEP / OFFLOAD / DROP) and ``ttl_s`` (GPU hold for keep, host hold
-    for offload). ``fallback`` counts gaps decided by a fallback rule (reported)."""
+    for offload). ``demote_s``: for keep, how long host memory holds the KV once the GPU TTL
+    expires (0: dropped at the TTL, as static TTLs do). ``fallback`` counts gaps decided by a
+    fallback rule (reported)."""
 
     action: np.ndarray
     ttl_s: np.ndarray
     fallback: int = 0
+    demote_s: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -147,7 +152,8 @@ def _lookup(names: pd.Series, table: dict[str, float]) -> np.ndarray:
 
 
 class HintPolicy:
-    def __init__(self, costs: HintCosts | None = None, human_ttl_s: float | None = None, name: str = "toollat") -> None:
+    def __init__(self, costs: HintCosts | None = None, human_ttl_s: float | None = None, name: str = "toollat",
+                 human_quantiles_ms: list[float] | None = None) -> None:
         """``costs``: the costs the hint is decided with (default: the simulation's); sweeping
         its ``breakeven_s`` gives the policy's hit-rate/storage curve. ``human_ttl_s``: the
         static TTL for human gaps and gaps without predictions (``simulate`` sets the best
@@ -155,6 +161,7 @@ class HintPolicy:
         self.costs = costs
         self.human_ttl_s = human_ttl_s
         self.name = name
+        self.human_quantiles_ms = None if human_quantiles_ms is None else list(human_quantiles_ms)
 
     def decide(self, gaps: Gaps, costs: HintCosts) -> Decision:
         require_predictions(gaps.frame.columns)
@@ -166,15 +173,27 @@ class HintPolicy:
         predicted = gaps.is_tool & np.isfinite(q).all(axis=1)
         action = np.full(n, KEEP, dtype=np.int8)
         ttl = np.full(n, float(self.human_ttl_s))
+        demote = np.zeros(n)
         if predicted.any():
             # Quantile heads can cross; the hint assumes ascending values.
             values = np.sort(q[predicted], axis=1)
-            names, ttl_ms = decide_batch(PREDICTION_LEVELS, values, self.costs or costs)
+            c = self.costs or costs
+            names, ttl_ms, then = decide_plans(PREDICTION_LEVELS, values, c)
             names = np.asarray(names)
             action[predicted] = np.where(names == "keep", KEEP, np.where(names == "offload", OFFLOAD, DROP))
             ttl[predicted] = ttl_ms / 1000.0
+            host = c.breakeven_s / c.offload_hold_ratio if c.offload_hold_ratio > 0 else np.inf
+            demote[predicted] = np.where(np.asarray(then, dtype=object) == "offload", host, 0.0)
+        human = ~gaps.is_tool
+        if self.human_quantiles_ms is not None and human.any():
+            c = self.costs or costs
+            names, ttl_ms, then = decide_plans(PREDICTION_LEVELS, np.sort(np.asarray([self.human_quantiles_ms], dtype=np.float64), axis=1), c)
+            host = c.breakeven_s / c.offload_hold_ratio if c.offload_hold_ratio > 0 else np.inf
+            action[human] = {"keep": KEEP, "offload": OFFLOAD, "drop": DROP}[names[0]]
+            ttl[human] = ttl_ms[0] / 1000.0
+            demote[human] = host if then[0] == "offload" else 0.0
         fallback = int((gaps.is_tool & ~predicted).sum())
-        return Decision(action, ttl, fallback)
+        return Decision(action, ttl, fallback, demote)
 
 
 class Oracle:

@@ -167,13 +167,17 @@ def simulate(
         if human_ttl is None:
             human_ttl = best_ttl if best_ttl is not None else float(min(static_ttls_s))
         hint_costs = given.costs or costs
-        results["toollat"] = run(HintPolicy(hint_costs, human_ttl))
+        hq = given.human_quantiles_ms
+        results["toollat"] = run(HintPolicy(hint_costs, human_ttl, human_quantiles_ms=hq))
         data["toollat_human_ttl_s"] = human_ttl
+        data["toollat_human_gaps"] = ("hint from the training distribution of human waits" if hq is not None
+                                      else f"static TTL {human_ttl:g} s (no human-gap distribution given)")
         data["toollat_gaps_without_prediction"] = results["toollat"]["fallback_gaps"]
         sweep = []
         for k in sweep_scales:
             b = hint_costs.breakeven_s * k
-            sweep.append({"breakeven_s": b, **_point(run(HintPolicy(replace(hint_costs, breakeven_s=b), human_ttl)))})
+            sweep.append({"breakeven_s": b, **_point(run(HintPolicy(replace(hint_costs, breakeven_s=b), human_ttl,
+                                                                    human_quantiles_ms=hq)))})
         curves["toollat"] = sweep
         frontiers["toollat"] = _curve(sweep)
         frontiers["toollat_gpu"] = Curve.from_points([p["storage_ratio"] for p in sweep],
