@@ -144,7 +144,12 @@ def predict(
     q = "  ".join(f"{k} {_fmt_ms(v)}" for k, v in pr.quantiles.items())
     print(f"{tool}: p50 {_fmt_ms(pr.p50_ms)}, p90 {_fmt_ms(pr.p90_ms)}, P(>=60 s) {pr.p_long:.2f}")
     print(f"  quantiles: {q}")
-    print(f"  hint: {pr.hint.action}" + (f" (ttl {_fmt_ms(pr.hint.ttl_ms)})" if pr.hint.action != "drop" else ""))
+    if pr.hint.action == "keep":
+        print(f"  hint: keep (ttl {_fmt_ms(pr.hint.ttl_ms)}, then {pr.hint.then})")
+    elif pr.hint.action == "offload":
+        print(f"  hint: offload (host memory for {_fmt_ms(pr.hint.ttl_ms)})")
+    else:
+        print("  hint: drop")
     if pr.fallback:
         print(f"  note: tool not seen in training ({pr.fallback} fallback)")
     print(f"  model: {p.bundle.name} {p.model_version}")

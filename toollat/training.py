@@ -143,7 +143,8 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     progress = bool(cfg.get("progress", True))
     source = data_sources.resolve(cfg["data"]["kind"], cfg["data"].get("paths"))
     console.print(f"[bold]data:[/bold] {source.reason}")
-    df, ingest_report = data_sources.load(source, redact=cfg["data"].get("redact", True), progress=progress)
+    df, ingest_report = data_sources.load(source, redact=cfg["data"].get("redact", True), progress=progress,
+                                          harvest_budget_s=cfg["data"].get("harvest_budget_s", 120.0))
     if ingest_report is not None:
         d = ingest_report.to_dict()
         console.print(f"read {d['calls']:,} calls from {d['files']} files ({d['duplicates_dropped']:,} copies dropped, "
