@@ -70,37 +70,29 @@ def decide_batch(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) 
 
 
 def decide_plans(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> tuple[list[str], np.ndarray, list[str | None]]:
-    """Hints for many gaps at once, vectorized: actions, TTLs in ms, and keep's ``then``."""
+    """Hints for many gaps at once, vectorized: actions, TTLs in ms, and keep's ``then``.
+
+    Every plan (T = 0 or a predicted quantile; then offload or drop) is costed over every
+    support point in one broadcast: arrays (gaps, candidate T, support point)."""
     levels = np.asarray(levels, dtype=np.float64)
     v = np.maximum(np.asarray(values_ms, dtype=np.float64), 0.0) / 1000.0     # (n, q) seconds
-    n, q = v.shape
+    n = v.shape[0]
     probs = np.diff(np.concatenate([[0.0], levels, [1.0]]))                    # (q+1,)
-    support = np.concatenate([v, v[:, -1:] * 2.0], axis=1)                     # (n, q+1)
     b, o, r = costs.breakeven_s, costs.offload_cost_s, costs.offload_hold_ratio
     host = b / r if r > 0 else np.inf
-    candidates = np.concatenate([np.zeros((n, 1)), v], axis=1)                 # T = 0 or a quantile
-    cost = np.empty((n, q + 1, 2))                                             # [.., then offload / then drop]
-    for j in range(q + 1):
-        t = candidates[:, j:j + 1]
-        late = support > t
-        held = (np.minimum(support, t) * probs).sum(axis=1)
-        after = np.minimum(support - t, host)
-        off_tail = ((o + r * after + b * (support > t + host)) * late * probs).sum(axis=1)
-        cost[:, j, 0] = held + off_tail
-        cost[:, j, 1] = held + b * (late * probs).sum(axis=1)
-    flat = cost.reshape(n, -1).argmin(axis=1)
-    j, then_drop = flat // 2, flat % 2 == 1
-    t = candidates[np.arange(n), j]
-    actions, thens = [], []
-    ttl = np.empty(n)
-    for i in range(n):
-        if j[i] == 0 and then_drop[i]:
-            actions.append("drop"), thens.append(None)
-            ttl[i] = 0.0
-        elif j[i] == 0:
-            actions.append("offload"), thens.append(None)
-            ttl[i] = host * 1000.0
-        else:
-            actions.append("keep"), thens.append("drop" if then_drop[i] else "offload")
-            ttl[i] = max(t[i] * 1000.0, costs.min_ttl_ms)
+    g = np.concatenate([v, v[:, -1:] * 2.0], axis=1)[:, None, :]               # (n, 1, q+1) support
+    t = np.concatenate([np.zeros((n, 1)), v], axis=1)[:, :, None]              # (n, q+1, 1) candidate T
+    late = g > t
+    held = (np.minimum(g, t) * probs).sum(axis=2)                              # (n, q+1)
+    off_tail = ((o + r * np.minimum(g - t, host) + b * (g > t + host)) * late * probs).sum(axis=2)
+    drop_tail = b * (late * probs).sum(axis=2)
+    cost = np.stack([held + off_tail, held + drop_tail], axis=2).reshape(n, -1)  # [T, then]
+    flat = cost.argmin(axis=1)
+    j, then_drop = flat // 2, (flat % 2) == 1
+    ttl_s = t[np.arange(n), j, 0]
+    act = np.where(j == 0, np.where(then_drop, 2, 1), 0)                       # keep / offload / drop
+    ttl = np.where(act == 0, np.maximum(ttl_s * 1000.0, costs.min_ttl_ms), np.where(act == 1, host * 1000.0, 0.0))
+    names = ("keep", "offload", "drop")
+    actions = [names[a] for a in act.tolist()]
+    thens = [("drop" if d else "offload") if a == 0 else None for a, d in zip(act.tolist(), then_drop.tolist())]
     return actions, ttl, thens

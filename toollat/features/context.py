@@ -19,6 +19,12 @@ from .calls import Call
 
 LONG_S = 60.0
 NAN = float("nan")
+# Per-session bounds, so a long or never-observed session cannot grow without limit (the
+# Predictor also bounds the number of sessions): calls awaiting a result, processes that may
+# be polled, and distinct exact commands with their own statistics.
+MAX_PENDING = 256
+MAX_POLLABLE = 64
+MAX_COMMANDS = 2048
 KEY_KINDS = ("tool", "fam", "prog", "sub", "cmd")
 
 
@@ -233,8 +239,12 @@ class SessionHistory:
         self.calls_in_turn += 1
         if call.call_id is not None:
             self.pending[call.call_id] = _Pending(keys, now_ms, call.poll_of, expected, call.parallel_group)
-            if call.poll_of is None and call.call_id not in self.polls:
+            if len(self.pending) > MAX_PENDING:  # results that never came: forget the oldest
+                del self.pending[next(iter(self.pending))]
+            if call.poll_of is None and call.family == "shell" and call.call_id not in self.polls:
                 self.polls[call.call_id] = [now_ms, 0, NAN]
+                if len(self.polls) > MAX_POLLABLE:
+                    del self.polls[next(iter(self.polls))]
 
     def observe(self, keys: tuple, latency_ms: float, is_error: bool = False, at_ms: float | None = None,
                 call_id: str | None = None, expected: float = NAN) -> None:
@@ -259,6 +269,8 @@ class SessionHistory:
             if key is not None:
                 s = self.stats.get(key)
                 if s is None:
+                    if key[0] == "cmd" and len(self.stats) >= MAX_COMMANDS:
+                        continue  # a session of endless distinct commands: stop tracking new ones
                     s = self.stats[key] = _Stat()
                 s.add(y, is_error)
         a = self.stats.get(("all",))

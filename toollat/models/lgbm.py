@@ -63,6 +63,7 @@ class LightGBMQuantile:
         self.long: lgb.Booster | None = None
         self.categorical: list[int] = []
         self._fast: _SingleRow | None = None
+        self._shift_arrays: dict[str, np.ndarray] | None = None
 
     # -- training -------------------------------------------------------------------------------
     def _fit_boosters(self, X: np.ndarray, y: np.ndarray) -> tuple[list[lgb.Booster], lgb.Booster]:
@@ -99,6 +100,7 @@ class LightGBMQuantile:
             # the shift s with mean(y <= q + s) == level is the level-quantile of (y - q)
             return [float(np.quantile(y[mask] - q[mask, j], level)) for j, level in enumerate(self.levels)]
 
+        self._shift_arrays = None
         self.shifts = {"*": shifts(np.ones(len(y), bool))}
         for fam in np.unique(families):
             mask = families == fam
@@ -119,10 +121,13 @@ class LightGBMQuantile:
         return out[:-1].reshape(1, -1), float(out[-1])
 
     def calibrated(self, q: np.ndarray, families) -> np.ndarray:
-        overall = np.asarray(self.shifts.get("*", [0.0] * len(self.levels)))
-        shift = np.array([self.shifts.get(f, overall) for f in families], dtype=np.float64).reshape(len(q), -1) \
-            if len(self.shifts) > 1 else np.tile(overall, (len(q), 1))
-        return monotone(q + shift)
+        if self._shift_arrays is None:  # per family as arrays, once: this runs for every prediction
+            self._shift_arrays = {k: np.asarray(v, dtype=np.float64) for k, v in self.shifts.items()}
+        arrays = self._shift_arrays
+        overall = arrays.get("*", np.zeros(len(self.levels)))
+        if len(q) == 1:
+            return monotone(q + arrays.get(families[0], overall))
+        return monotone(q + np.stack([arrays.get(f, overall) for f in families]))
 
     def predict(self, calls, X: np.ndarray) -> Prediction:
         """``calls`` is any mapping with a ``tool_family`` column (a DataFrame or a dict of lists)."""
@@ -175,7 +180,6 @@ class _SingleRow:
                 b._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal prediction, all trees
                 ctypes.c_int(0), ctypes.c_int32(ncol), ctypes.c_char_p(b"num_threads=1"), ctypes.byref(h)))
             self.handles.append(h)
-        self.out = np.zeros(len(boosters))
         self._n = ctypes.c_int64()
         self._fn = _LIB.LGBM_BoosterPredictForMatSingleRowFast
 
