@@ -47,6 +47,40 @@ class Reader(Protocol):
         """Rows of the canonical table; every line of the file counted in ``report``."""
 
 
+class Turns:
+    """One session's human turns, tracked as its records go by (every reader uses this).
+
+    ``human(ts)`` marks a person's message; ``activity(ts)`` anything the agent or a tool did.
+    A call emitted now carries ``fields()``: how many turns began so far, when the current one
+    began, and when the agent last did something before it (the end of the previous turn)."""
+
+    __slots__ = ("index", "started", "prev_end", "last_activity", "active")
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.started: int | None = None
+        self.prev_end: int | None = None
+        self.last_activity: int | None = None
+        self.active = False
+
+    def activity(self, ts: int | None) -> None:
+        if ts is not None:
+            self.last_activity = ts if self.last_activity is None else max(self.last_activity, ts)
+            self.active = True
+
+    def human(self, ts: int) -> None:
+        if self.active:
+            self.prev_end = self.last_activity
+            self.index += 1
+        elif self.index == 0:
+            self.index = 1
+        self.started = ts
+        self.active = False
+
+    def fields(self) -> dict[str, Any]:
+        return {"turn_index": self.index, "turn_started_at": self.started, "prev_turn_ended_at": self.prev_end}
+
+
 def new_row(**fields: Any) -> dict[str, Any]:
     row = dict(READER_DEFAULTS)
     row.update(fields)

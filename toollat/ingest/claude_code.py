@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .base import ReadContext, as_int, drive_json_lines, new_row, origin, project_of
+from .base import ReadContext, Turns, as_int, drive_json_lines, new_row, origin, project_of
 from .files import InputFile, content_text, parse_ts_ms, text_length
 from .report import FileReport
 
@@ -77,11 +77,7 @@ class _Session:
         self.result_uuid: dict[str, str] = {}
         self.interrupt_parents: set[str] = set()
         self.permission_mode: str | None = None
-        self.turn_index = 0
-        self.turn_started_at: int | None = None
-        self.prev_turn_ended_at: int | None = None
-        self.last_activity: int | None = None
-        self.activity_since_prompt = False
+        self.turns = Turns()
 
     # -- records ------------------------------------------------------------------------
     def handle(self, rec: dict[str, Any], lineno: int) -> str | None:
@@ -111,9 +107,8 @@ class _Session:
         if uses and ts is None:
             return "bad field: timestamp"
         sidechain = rec.get("isSidechain") is True
-        if not sidechain and ts is not None:
-            self.last_activity = ts
-            self.activity_since_prompt = True
+        if not sidechain:
+            self.turns.activity(ts)
         if not uses:
             return None
         usage = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
@@ -149,9 +144,7 @@ class _Session:
                 context_tokens=context_tokens,
                 output_tokens=as_int(usage.get("output_tokens")),
                 permission_mode=self.permission_mode,
-                turn_index=self.turn_index,
-                turn_started_at=self.turn_started_at,
-                prev_turn_ended_at=self.prev_turn_ended_at,
+                **self.turns.fields(),
                 origin=origin(self.file, lineno),
             )
             self.emitted.append(call_id)
@@ -174,13 +167,7 @@ class _Session:
         if text.startswith(INTERRUPT_MARK) and isinstance(rec.get("parentUuid"), str):
             self.interrupt_parents.add(rec["parentUuid"])
         if ts is not None and self._is_human(rec, text):
-            if self.activity_since_prompt:
-                self.prev_turn_ended_at = self.last_activity
-                self.turn_index += 1
-            elif self.turn_index == 0:
-                self.turn_index = 1
-            self.turn_started_at = ts
-            self.activity_since_prompt = False
+            self.turns.human(ts)
         return None
 
     @staticmethod
@@ -221,8 +208,7 @@ class _Session:
             if isinstance(rec.get("uuid"), str):
                 self.result_uuid[call_id] = rec["uuid"]
         if rec.get("isSidechain") is not True:
-            self.last_activity = ts
-            self.activity_since_prompt = True
+            self.turns.activity(ts)
 
     # -- end of file --------------------------------------------------------------------
     def finish(self) -> Iterator[dict[str, Any]]:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from .base import ReadContext, as_int, drive_json_lines, new_row, origin, project_of
+from .base import ReadContext, Turns, as_int, drive_json_lines, new_row, origin, project_of
 from .files import InputFile, content_text, parse_ts_ms
 from .report import FileReport
 
@@ -91,11 +91,7 @@ class _Rollout:
         self.new_group = True
         self.processes: dict[int, str] = {}
         self.awaiting_tokens: list[dict[str, Any]] = []
-        self.turn_index = 0
-        self.turn_started_at: int | None = None
-        self.prev_turn_ended_at: int | None = None
-        self.last_activity: int | None = None
-        self.activity_since_prompt = False
+        self.turns = Turns()
 
     def handle(self, rec: dict[str, Any], lineno: int) -> str | None:
         rtype = rec.get("type")
@@ -137,13 +133,7 @@ class _Rollout:
                     row["output_tokens"] = as_int(last.get("output_tokens"))
                 self.awaiting_tokens.clear()
         elif etype == "user_message" and ts is not None:
-            if self.activity_since_prompt:
-                self.prev_turn_ended_at = self.last_activity
-                self.turn_index += 1
-            elif self.turn_index == 0:
-                self.turn_index = 1
-            self.turn_started_at = ts
-            self.activity_since_prompt = False
+            self.turns.human(ts)
             self.new_group = True
         elif etype == "turn_aborted":
             for row in self.pending.values():
@@ -157,9 +147,8 @@ class _Rollout:
             return self._output(p, ts)
         if itype != "reasoning":  # a message or a server-side item ends a parallel group
             self.new_group = True
-            if ts is not None and itype == "message" and p.get("role") == "assistant":
-                self.last_activity = ts
-                self.activity_since_prompt = True
+            if itype == "message" and p.get("role") == "assistant":
+                self.turns.activity(ts)
         return None
 
     def _call(self, p: dict[str, Any], ts: int | None, lineno: int) -> str | None:
@@ -197,16 +186,13 @@ class _Rollout:
             parallel_group=str(self.group),
             poll_of=poll_of,
             permission_mode=self.approval,
-            turn_index=self.turn_index,
-            turn_started_at=self.turn_started_at,
-            prev_turn_ended_at=self.prev_turn_ended_at,
+            **self.turns.fields(),
             origin=origin(self.file, lineno),
         )
         self.pending[call_id] = row
         self.emitted.append(call_id)
         self.awaiting_tokens.append(row)
-        self.last_activity = ts
-        self.activity_since_prompt = True
+        self.turns.activity(ts)
         return None
 
     def _output(self, p: dict[str, Any], ts: int | None) -> str | None:
@@ -236,8 +222,7 @@ class _Rollout:
         if running:
             self.processes[int(running.group(1))] = row["poll_of"] or row["call_id"]
         self.done[call_id] = row
-        self.last_activity = ts
-        self.activity_since_prompt = True
+        self.turns.activity(ts)
         return None
 
     def finish(self) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .base import ReadContext, as_int, drive_json_lines, new_row
+from .base import ReadContext, Turns, as_int, drive_json_lines, new_row
 from .files import InputFile, decode_line, iter_lines, parse_ts_ms
 from .report import FileReport
 
@@ -72,7 +72,8 @@ class _Rounds:
     def __init__(self, file: InputFile, report: FileReport, ctx: ReadContext):
         self.file, self.report, self.ctx = file, report, ctx
         self.rows: list[dict[str, Any]] = []
-        self.sessions: dict[str, dict[str, Any]] = {}
+        self.sessions: dict[str, Turns] = {}
+        self.last_round: dict[str, int] = {}
 
     def add(self, rnd: dict[str, Any], where: str) -> str | None:
         """One round; returns None if used, else the reason it was not."""
@@ -84,43 +85,37 @@ class _Rounds:
         if not isinstance(events, list):
             self.report.note("bad field: timing_events (ignored)")
             events = []
-        st = self.sessions.setdefault(sid, {
-            "turn": 0, "started": None, "prev_end": None, "last": None, "active": False, "round": -1,
-        })
+        turns = self.sessions.setdefault(sid, Turns())
         ridx = as_int(rnd.get("round_index"))
         if ridx is None:
             return "bad field: round_index"
-        if ridx < st["round"]:
+        if ridx < self.last_round.get(sid, -1):
             self.report.note("rounds of a session out of order")
-        st["round"] = ridx
+        self.last_round[sid] = ridx
         for ev in sorted((e for e in events if isinstance(e, dict)), key=lambda e: _ms(e.get("timestamp")) or 0):
             ts = _ms(ev.get("timestamp"))
             if ts is None:
                 continue
             if ev.get("event_type") == "user_message":
-                if st["active"]:
-                    st["prev_end"], st["turn"] = st["last"], st["turn"] + 1
-                elif st["turn"] == 0:
-                    st["turn"] = 1
-                st["started"], st["active"] = ts, False
+                turns.human(ts)
             else:
-                st["last"], st["active"] = ts, True
+                turns.activity(ts)
         provider = rnd.get("provider") if isinstance(rnd.get("provider"), str) else None
         project = rnd.get("project") if isinstance(rnd.get("project"), str) else None
         for tool in tools:
             if not isinstance(tool, dict):
                 self.report.note("tool entry not an object (ignored)")
                 continue
-            row = self._row(rnd, tool, sid, ridx, provider, project, st, where)
+            row = self._row(rnd, tool, sid, ridx, provider, project, turns, where)
             if row is None:
                 self.report.without_result += 1
                 continue
             self.rows.append(row)
             self.report.calls += 1
-            st["last"], st["active"] = max(st["last"] or 0, row["result_at"]), True
+            turns.activity(row["result_at"])
         return None
 
-    def _row(self, rnd, tool, sid, ridx, provider, project, st, where) -> dict[str, Any] | None:
+    def _row(self, rnd, tool, sid, ridx, provider, project, turns: Turns, where) -> dict[str, Any] | None:
         emitted = _ms(tool.get("emitted_at"))
         result = _ms(tool.get("result_at"))
         wall = tool.get("tool_wall_latency_ms")
@@ -151,9 +146,7 @@ class _Rounds:
             parallel_group=str(ridx),
             context_tokens=as_int(rnd.get("input_tokens_total")),
             output_tokens=as_int(rnd.get("output_tokens")),
-            turn_index=st["turn"],
-            turn_started_at=st["started"],
-            prev_turn_ended_at=st["prev_end"],
+            **turns.fields(),
             origin=where,
         )
         if project:
