@@ -118,7 +118,9 @@ class Predictor:
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._calibration = _Calibration()
         self._lock = threading.RLock()
-        self._expected_col = self.pipeline.names.index("m_knn_y") if "m_knn_y" in self.pipeline.names else None
+        names = self.pipeline.names  # a computed list: read once, not per prediction
+        self._n_features = len(names)
+        self._expected_col = names.index("m_knn_y") if "m_knn_y" in names else None
         self._known_tools = self.pipeline.vocabs.get("c_tool")
         self.counts = {"predicted": 0, "observed": 0, "observed_unknown": 0, "evicted_sessions": 0}
 
@@ -174,7 +176,7 @@ class Predictor:
         """Predictions in order; each call is recorded as emitted in its session (in order)."""
         parsed = [Call.from_request(c) for c in calls]
         now = time.time() * 1000.0
-        rows = np.empty((len(parsed), len(self.pipeline.names)), dtype=np.float32)
+        rows = np.empty((len(parsed), self._n_features), dtype=np.float32)
         keys = []
         expected = []
         with self._lock:
