@@ -133,3 +133,24 @@ def test_shell_parse_details():
     assert shell.parse("timeout 5m make").timeout_s == 300.0
     assert shell.parse("cat <<EOF > x\nrm -rf /\nEOF").programs == ["cat"]  # a heredoc body is data
     assert shell.parse("").program == ""
+
+
+def test_embedding_cache_is_bounded_and_written_in_shards(tmp_path):
+    """A server meeting new commands for months: one shard per ``flush_every`` new texts (not a
+    file per text), the in-memory copy capped, and every vector read back without re-encoding."""
+    from toollat.features.embed import Embedder
+
+    shards = lambda: sorted((tmp_path / "embeddings").rglob("shard-*.npz"))  # noqa: E731
+    e = Embedder(tmp_path, flush_every=3, max_cached=4)
+    first = e.encode(["Bash: ls", "Bash: git status"])
+    assert shards() == []
+    e.encode(["Bash: make", "Read: …/src/a.py", "Grep: TODO"])
+    assert len(shards()) == 1 and len(e._cache) == 4  # five texts, one shard
+    e.encode(["Glob: **/*.py"])
+    assert len(shards()) == 1
+    e.flush()
+    assert len(shards()) == 2
+    again = Embedder(tmp_path)
+    vecs = again.encode(["Bash: ls", "Bash: git status", "Bash: make", "Read: …/src/a.py", "Grep: TODO", "Glob: **/*.py"])
+    assert again.encoded == 0
+    np.testing.assert_allclose(vecs[:2], first, atol=1e-3)
