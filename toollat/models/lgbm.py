@@ -185,7 +185,7 @@ class _SingleRow:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        xp = x.ctypes.data_as(ctypes.c_void_p)
+        xp = ctypes.c_void_p(x.ctypes.data)  # data_as() would build a ctypes.cast reference cycle per call
         res = np.empty(len(self.handles))
         rp = res.ctypes.data
         for i, h in enumerate(self.handles):
