@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,10 @@ def in_process(model: str, reqs: list[dict], walls: list[float]) -> dict:
         lat.append(time.perf_counter() - t)
         p.observe(call_id=r["call_id"], latency_ms=w)
     fresh = []
+    run = uuid.uuid4().hex[:8]  # never seen in any run before: the embedding cache on disk must miss
     for i in range(300):
-        r = {"tool": "Bash", "args": {"command": f"pytest tests/test_probe_{i}.py -k case_{i * 7919 % 1000}"}, "session_id": "probe"}
+        r = {"tool": "Bash", "args": {"command": f"pytest tests/test_probe_{run}_{i}.py -k case_{i * 7919 % 1000}"},
+             "session_id": "probe"}
         t = time.perf_counter()
         p.predict(r)
         fresh.append(time.perf_counter() - t)
@@ -193,7 +196,7 @@ def soak(model: str, seconds: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default")
-    ap.add_argument("--soak-s", type=int, default=300)
+    ap.add_argument("--soak-s", type=int, default=600)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for the HTTP benchmarks (apt-get install wrk)")

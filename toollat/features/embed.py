@@ -5,9 +5,8 @@ of the model name and the text (``<cache>/embeddings/<model>/shard-*.npz``, floa
 retrain or an evaluation only encodes texts it has never seen. New vectors are written in
 shards of at least ``flush_every`` texts (and on ``flush()`` / exit), not one file per text, and
 the in-memory copy keeps the ``max_cached`` most recently used texts, so a server that sees
-new commands for months stays bounded. Encoding is batched, with a
-progress bar when asked. Nothing is downloaded: the model loads from site-packages with
-``HF_HUB_OFFLINE=1``.
+new commands for months stays bounded. Encoding is batched, with a progress bar when asked.
+Nothing is downloaded: the model loads from site-packages with ``HF_HUB_OFFLINE=1``.
 """
 from __future__ import annotations
 
