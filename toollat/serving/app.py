@@ -114,6 +114,12 @@ def _validation_detail(e: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors(include_url=False, include_input=False)][:20]
 
 
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body the endpoint reads itself (bytes -> orjson -> pydantic), so /docs shows it."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
 def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     app = FastAPI(title="toollat", version=predictor.model_version,
                   description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.")
@@ -144,7 +150,8 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
                 return _error(400, "bad Content-Length")
         return await call_next(request)
 
-    async def read_json(request: Request) -> Any:
+    async def read_request(request: Request, adapter: TypeAdapter) -> Any:
+        """The body, parsed and validated; _BadRequest (with the reason) otherwise."""
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -153,9 +160,13 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         if not body:
             raise _BadRequest(400, "empty body: send a JSON object")
         try:
-            return orjson.loads(bytes(body))
+            data = orjson.loads(bytes(body))
         except orjson.JSONDecodeError as e:
             raise _BadRequest(400, f"body is not valid UTF-8 JSON: {e}") from None
+        try:
+            return adapter.validate_python(data)
+        except ValidationError as e:
+            raise _BadRequest(422, "invalid request", _validation_detail(e)) from None
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError):
@@ -169,32 +180,24 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
     def model_info() -> dict[str, Any]:
         return predictor.model_info()
 
-    @app.post("/v1/predict", response_model=PredictResponse,
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_request_body(PredictRequest))
     async def predict(request: Request):
         try:
-            req = _predict_adapter.validate_python(await read_json(request))
+            req = await read_request(request, _predict_adapter)
             preds = predictor.predict_batch([c.model_dump(exclude_none=True) for c in req.calls])
         except _BadRequest as e:
-            return _error(e.status, e.reason)
-        except ValidationError as e:
-            return _error(422, "invalid request", _validation_detail(e))
+            return _error(e.status, e.reason, e.detail)
         except ValueError as e:
             return _error(422, str(e))
         return Response(orjson.dumps({"model": model_ref, "predictions": [p.to_dict() for p in preds]}),
                         media_type="application/json")
 
-    @app.post("/v1/observe", response_model=ObserveResponse,
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": ObserveRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+    @app.post("/v1/observe", response_model=ObserveResponse, openapi_extra=_request_body(ObserveRequest))
     async def observe(request: Request):
         try:
-            req = _observe_adapter.validate_python(await read_json(request))
+            req = await read_request(request, _observe_adapter)
         except _BadRequest as e:
-            return _error(e.status, e.reason)
-        except ValidationError as e:
-            return _error(422, "invalid request", _validation_detail(e))
+            return _error(e.status, e.reason, e.detail)
         unknown = [i for i, o in enumerate(req.observations)
                    if not predictor.observe(call_id=o.call_id, latency_ms=o.latency_ms, session_id=o.session_id,
                                             tool=o.tool, is_error=o.is_error)]
@@ -205,10 +208,11 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, reason: str):
+    def __init__(self, status: int, reason: str, detail: Any = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.detail = detail
 
 
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8700, token: str | None = None,
