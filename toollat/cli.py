@@ -39,11 +39,14 @@ def ingest(
     local: Annotated[bool, typer.Option("--local", help="Also read this user's own Claude Code and Codex logs.")] = False,
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep home paths, e-mails and tokens in arguments.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    max_line_mb: Annotated[float, typer.Option("--max-line-mb", help="Skip (and count) log lines longer than this.")] = 16.0,
 ) -> None:
     """Read agent logs into the canonical calls table (Parquet) and say what was read and skipped."""
     from toollat.ingest import ingest as run_ingest, write_calls
     from toollat.ingest.local import find_local_logs, local_log_dirs
 
+    if not max_line_mb > 0:
+        fail("--max-line-mb must be positive")
     inputs = list(paths or [])
     if local:
         found = find_local_logs()
@@ -53,7 +56,8 @@ def ingest(
     if not inputs:
         fail("give log files or directories, or --local")
     try:
-        result = run_ingest(inputs, redact=not no_redact, progress=not as_json and sys.stderr.isatty())
+        result = run_ingest(inputs, redact=not no_redact, progress=not as_json and sys.stderr.isatty(),
+                            max_line_bytes=int(max_line_mb * 1024 * 1024))
     except FileNotFoundError as e:
         fail(str(e))
     if result.table.num_rows == 0:

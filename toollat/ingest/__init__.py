@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from .base import ReadContext
 from .families import FAMILIES, tool_family
-from .files import discover
+from .files import MAX_LINE_BYTES, discover
 from .registry import detect
 from .report import FileReport, IngestReport
 from .table import COLUMNS, SCHEMA, finalize, is_calls_parquet, read_calls, write_calls
@@ -37,12 +37,16 @@ class IngestResult:
         return self.table.to_pandas()
 
 
-def ingest(paths: Sequence[str | Path], redact: bool = True, progress: bool = False) -> IngestResult:
-    """Read agent logs (files or directories, any supported format, gzip or not)."""
+def ingest(paths: Sequence[str | Path], redact: bool = True, progress: bool = False,
+           max_line_bytes: int = MAX_LINE_BYTES) -> IngestResult:
+    """Read agent logs (files or directories, any supported format, gzip or not).
+
+    Lines longer than ``max_line_bytes`` are skipped (counted as "line too long") unread.
+    """
     started = time.perf_counter()
     files = discover([Path(p) for p in paths])
     report = IngestReport(redacted=redact)
-    ctx = ReadContext(redact=redact, redactions=report.redactions)
+    ctx = ReadContext(redact=redact, redactions=report.redactions, max_line_bytes=max_line_bytes)
     rows: list[dict] = []
     bar = _progress(progress)
     with bar:
@@ -50,7 +54,7 @@ def ingest(paths: Sequence[str | Path], redact: bool = True, progress: bool = Fa
         for f in files:
             fr = FileReport(path=f.display, source=f.source)
             report.files.append(fr)
-            reader, what = detect(f.path)
+            reader, what = detect(f.path, max_line_bytes)
             if reader is None:
                 fr.unsupported = what
                 _count_unsupported_lines(f.path, fr, what)
@@ -73,13 +77,12 @@ def ingest(paths: Sequence[str | Path], redact: bool = True, progress: bool = Fa
 
 def _count_unsupported_lines(path: Path, fr: FileReport, what: str | None) -> None:
     """Unsupported files are skipped whole; their lines are counted under that reason."""
-    from .files import BAD_GZIP_ERRORS, open_binary
+    from .files import BAD_GZIP_ERRORS, count_lines
 
     n = 0
     if what not in ("binary file", "empty file") and not (what or "").startswith("unreadable"):
         try:
-            with open_binary(path) as fh:
-                n = sum(1 for _ in fh)
+            n = count_lines(path)
         except BAD_GZIP_ERRORS:
             pass
     fr.lines = n
@@ -87,14 +90,15 @@ def _count_unsupported_lines(path: Path, fr: FileReport, what: str | None) -> No
         fr.skip(f"unsupported file: {what}", n)
 
 
-def load_calls(paths: Sequence[str | Path], redact: bool = True, progress: bool = False) -> tuple[pd.DataFrame, IngestReport | None]:
+def load_calls(paths: Sequence[str | Path], redact: bool = True, progress: bool = False,
+               max_line_bytes: int = MAX_LINE_BYTES) -> tuple[pd.DataFrame, IngestReport | None]:
     """Calls from canonical Parquet tables and/or anything ``ingest`` reads, as one DataFrame."""
     parquet = [Path(p) for p in paths if Path(p).is_file() and is_calls_parquet(Path(p))]
     raw = [p for p in paths if Path(p) not in parquet]
     frames = [read_calls(p) for p in parquet]
     report = None
     if raw:
-        result = ingest(raw, redact=redact, progress=progress)
+        result = ingest(raw, redact=redact, progress=progress, max_line_bytes=max_line_bytes)
         frames.append(result.to_pandas())
         report = result.report
     if not frames:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .files import BAD_GZIP_ERRORS, InputFile, LineError, decode_line, iter_lines
+from .files import BAD_GZIP_ERRORS, MAX_LINE_BYTES, TOO_DEEP, InputFile, LineError, decode_line, iter_lines
 from .redact import redact_text, redact_value
 from .report import FileReport
 from .table import READER_DEFAULTS
@@ -20,10 +20,11 @@ from .table import READER_DEFAULTS
 
 @dataclass
 class ReadContext:
-    """What readers need besides the file: redaction settings and counters."""
+    """What readers need besides the file: redaction settings, limits and counters."""
 
     redact: bool = True
     redactions: Counter = field(default_factory=Counter)
+    max_line_bytes: int = MAX_LINE_BYTES
 
     def args_json(self, value: Any) -> str:
         """Tool input -> JSON text, redacted unless redaction is off."""
@@ -105,15 +106,16 @@ def as_int(value: Any) -> int | None:
 Handler = Callable[[dict[str, Any], int], "str | None"]
 
 
-def drive_json_lines(file: InputFile, report: FileReport, handle: Handler) -> None:
+def drive_json_lines(file: InputFile, report: FileReport, handle: Handler, max_line_bytes: int = MAX_LINE_BYTES) -> None:
     """Feed each record of a JSON-lines file to ``handle(record, line_number)``.
 
     ``handle`` returns None when it used (or knowingly ignored) the record, or the reason it
     could not. A line is *parsed* when any of its records was usable, otherwise *skipped* with
     the reason; the reasons of unusable records sharing a line with usable ones are noted.
+    Lines over ``max_line_bytes`` are skipped unread (``iter_lines``).
     """
     try:
-        for lineno, raw, last in iter_lines(file.path):
+        for lineno, raw, last in iter_lines(file.path, max_line_bytes):
             report.lines += 1
             try:
                 records, notes = decode_line(raw, last)
@@ -122,7 +124,11 @@ def drive_json_lines(file: InputFile, report: FileReport, handle: Handler) -> No
                 continue
             for n in notes:
                 report.note(n)
-            reasons = [handle(rec, lineno) for rec in records]
+            try:
+                reasons = [handle(rec, lineno) for rec in records]
+            except RecursionError:  # a value nested in a string field (e.g. JSON-text arguments)
+                report.skip(TOO_DEEP)
+                continue
             if any(r is None for r in reasons):
                 report.parsed += 1
                 for r in reasons:

@@ -53,7 +53,7 @@ class ClaudeCodeReader:
 
     def read(self, file: InputFile, report: FileReport, ctx: ReadContext) -> Iterator[dict[str, Any]]:
         state = _Session(file, report, ctx)
-        drive_json_lines(file, report, state.handle)
+        drive_json_lines(file, report, state.handle, ctx.max_line_bytes)
         yield from state.finish()
 
 

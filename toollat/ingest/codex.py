@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import ReadContext, Turns, as_int, drive_json_lines, new_row, origin, project_of
-from .files import InputFile, content_text, parse_ts_ms
+from .files import InputFile, content_text, parse_ts_ms, too_deep
 from .report import FileReport
 
 RECORD_TYPES = frozenset({
@@ -44,7 +44,7 @@ class CodexReader:
 
     def read(self, file: InputFile, report: FileReport, ctx: ReadContext) -> Iterator[dict[str, Any]]:
         state = _Rollout(file, report, ctx)
-        drive_json_lines(file, report, state.handle)
+        drive_json_lines(file, report, state.handle, ctx.max_line_bytes)
         yield from state.finish()
 
 
@@ -58,10 +58,16 @@ def _call_args(p: dict[str, Any], report: FileReport) -> Any:
         return raw
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
+            args = json.loads(raw)
+            if not too_deep(args):
+                return args
         except json.JSONDecodeError:
             report.note("function_call arguments not valid JSON (kept as text)")
             return {"raw": raw}
+        except RecursionError:  # the stdlib decoder recurses per bracket
+            pass
+        report.note("function_call arguments nested too deep (kept as text)")
+        return {"raw": raw}
     report.note("function_call without arguments")
     return {}
 

@@ -2,6 +2,10 @@
 
 Formats are recognised by content, never by file name, so ``.gz`` is detected by its magic
 bytes and a directory walk visits every regular file (hidden files and folders excepted).
+
+Input is untrusted, so reading is bounded: a line longer than ``MAX_LINE_BYTES`` is skipped
+without ever being held in memory whole (a small ``.gz`` can hold a line of gigabytes), and a
+record nested deeper than ``MAX_DEPTH`` is refused before any recursive code sees it.
 """
 from __future__ import annotations
 
@@ -18,6 +22,11 @@ import orjson
 
 GZIP_MAGIC = b"\x1f\x8b"
 HEAD_BYTES = 256 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024  # default line-length limit; ``ingest(max_line_bytes=...)`` overrides it
+MAX_DEPTH = 256                   # containers nested deeper than this are refused (Python recurses ~1,000)
+LINE_TOO_LONG = "line too long"
+TOO_DEEP = "nested too deep"
+_SKIP_CHUNK = 1024 * 1024
 BAD_GZIP_ERRORS = (OSError, EOFError, zlib.error)
 _DECODER = json.JSONDecoder()
 
@@ -92,21 +101,61 @@ def read_head(path: Path, n: int = HEAD_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+def iter_lines(path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None, bool]]:
     """Yield ``(line_number, raw_line, is_last_without_newline)``; line numbers start at 1.
 
-    A corrupt gzip stream ends the iteration by raising; callers count it.
+    A line longer than ``max_bytes`` comes as ``raw_line=None``: it is read in 1 MiB pieces and
+    thrown away, so memory stays bounded whatever the input. A corrupt gzip stream ends the
+    iteration by raising; callers count it.
     """
     with open_binary(path) as fh:
         prev: bytes | None = None
+        prev_set = False
         n = 0
-        for raw in fh:
-            if prev is not None:
+        while True:
+            raw: bytes | None = fh.readline(max_bytes + 1)
+            if not raw:
+                break
+            if len(raw) > max_bytes and not raw.endswith(b"\n"):
+                raw = None  # over the limit: drain the rest of this line without keeping it
+                while True:
+                    rest = fh.readline(_SKIP_CHUNK)
+                    if not rest or rest.endswith(b"\n"):
+                        break
+            if prev_set:
                 yield n, prev, False
             n += 1
-            prev = raw
-        if prev is not None:
-            yield n, prev, not prev.endswith(b"\n")
+            prev, prev_set = raw, True
+        if prev_set:
+            yield n, prev, prev is not None and not prev.endswith(b"\n")
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file (gzip or not), counted in fixed-size chunks: no line is materialised."""
+    n = 0
+    last = b"\n"
+    with open_binary(path) as fh:
+        while chunk := fh.read(_SKIP_CHUNK):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if lists/dicts inside ``value`` nest deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 class LineError(Exception):
@@ -117,12 +166,15 @@ class LineError(Exception):
         self.reason = reason
 
 
-def decode_line(raw: bytes, last_without_newline: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+def decode_line(raw: bytes | None, last_without_newline: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
     """Decode one JSON line into records, recovering what can be recovered.
 
     Returns the records and notes (e.g. two records glued together when a log slice lacked its
-    final newline). Raises ``LineError`` with a countable reason when nothing can be used.
+    final newline). Raises ``LineError`` with a countable reason when nothing can be used;
+    ``raw=None`` is the line ``iter_lines`` found too long.
     """
+    if raw is None:
+        raise LineError(LINE_TOO_LONG)
     notes: list[str] = []
     text_line = raw.strip()
     if not text_line:
@@ -144,6 +196,8 @@ def decode_line(raw: bytes, last_without_newline: bool = False) -> tuple[list[di
                 objs.append(obj)
                 while pos < len(text) and text[pos] in " \t\r":
                     pos += 1
+        except RecursionError:  # the stdlib decoder recurses per bracket; orjson had refused it too
+            raise LineError(TOO_DEEP) from None
         except json.JSONDecodeError:
             if objs:
                 notes.append("trailing garbage after a record dropped")
@@ -153,6 +207,9 @@ def decode_line(raw: bytes, last_without_newline: bool = False) -> tuple[list[di
                 raise LineError("invalid JSON") from None
         if len(objs) > 1:
             notes.append("concatenated records split")
+    # Only a line with at least MAX_DEPTH brackets can nest that deep; the count is cheap.
+    if text_line.count(b"[") + text_line.count(b"{") >= MAX_DEPTH and any(too_deep(o) for o in objs):
+        raise LineError(TOO_DEEP)
     records = [o for o in objs if isinstance(o, dict)]
     if not records:
         raise LineError("not a JSON object")

@@ -1,8 +1,8 @@
 """The one reader registry: which reader takes a file, decided by its content.
 
 ``detect`` looks at a file's first bytes (after gzip, recognised by magic): a DuckDB header
-goes to the TraceLab DuckDB reader; otherwise the first JSON lines are offered to each
-reader's ``sniff`` in order. Files no reader takes are named with what they look like
+goes to the TraceLab DuckDB reader; otherwise the first JSON lines (bounded in length and
+number) are offered to each reader's ``sniff`` in order. Files no reader takes are named with what they look like
 (``UNSUPPORTED`` recognises the agent formats toollat knowingly does not read).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from .base import Reader
 from .claude_code import ClaudeCodeReader
 from .codex import CodexReader
-from .files import BAD_GZIP_ERRORS, HEAD_BYTES, LineError, decode_line, read_head
+from .files import BAD_GZIP_ERRORS, HEAD_BYTES, LineError, decode_line, iter_lines, read_head
 from .tracelab import DUCKDB_MAGIC, TraceLabDuckDBReader, TraceLabJsonlReader
 
 READERS: list[Reader] = [ClaudeCodeReader(), CodexReader(), TraceLabJsonlReader()]
@@ -40,28 +40,32 @@ def _json_document_kind(head: bytes) -> str | None:
     return "JSON document, not a log"
 
 
-def _first_records(path: Path, head: bytes) -> tuple[bytes, list[dict[str, Any]]]:
-    """Decode the first complete lines; reads further when a long first line fills the head."""
-    size = HEAD_BYTES
-    while True:
-        whole = len(head) <= size
-        lines = head[:size].split(b"\n")
-        complete = lines if whole else lines[:-1]  # a cut head may end mid-line
-        records: list[dict[str, Any]] = []
-        for raw in complete[:SNIFF_LINES]:
+def _first_records(path: Path, max_line_bytes: int) -> list[dict[str, Any]]:
+    """Decode the first lines (up to ``SNIFF_LINES``, and past ``HEAD_BYTES`` only until one
+    record is found). A line over ``max_line_bytes`` is stepped over unread, so a huge first
+    line neither fills memory nor hides the log records after it."""
+    records: list[dict[str, Any]] = []
+    consumed = 0
+    try:
+        for lineno, raw, _ in iter_lines(path, max_line_bytes):
+            consumed += len(raw) if raw is not None else max_line_bytes
             try:
                 recs, _ = decode_line(raw)
             except LineError:
-                continue
+                recs = []
             records.extend(recs)
-        if records or whole or size >= MAX_SNIFF_BYTES:
-            return head[:size], records
-        size *= 4
-        head = read_head(path, size + 1)
+            if lineno >= SNIFF_LINES or (records and consumed >= HEAD_BYTES):
+                break
+    except BAD_GZIP_ERRORS:  # damage later in the stream: judge by what came before it
+        if not consumed:
+            raise
+    return records
 
 
-def detect(path: Path) -> tuple[Reader | None, str | None]:
-    """(reader, None) for a readable file, else (None, what the file looks like)."""
+def detect(path: Path, max_line_bytes: int = MAX_SNIFF_BYTES) -> tuple[Reader | None, str | None]:
+    """(reader, None) for a readable file, else (None, what the file looks like).
+
+    Lines longer than ``max_line_bytes`` (at most ``MAX_SNIFF_BYTES``) are not looked at."""
     try:
         head = read_head(path, HEAD_BYTES + 1)
         if not head:
@@ -70,7 +74,7 @@ def detect(path: Path) -> tuple[Reader | None, str | None]:
             return DUCKDB_READER, None
         if b"\x00" in head[:8192]:
             return None, "binary file"
-        head, records = _first_records(path, head)
+        records = _first_records(path, min(max_line_bytes, MAX_SNIFF_BYTES))
     except BAD_GZIP_ERRORS as e:
         return None, f"unreadable ({type(e).__name__})"
     if records:

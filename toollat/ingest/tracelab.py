@@ -162,7 +162,7 @@ class TraceLabJsonlReader:
 
     def read(self, file: InputFile, report: FileReport, ctx: ReadContext) -> Iterator[dict[str, Any]]:
         rounds = _Rounds(file, report, ctx)
-        drive_json_lines(file, report, lambda rec, n: rounds.add(rec, f"{file.display}:{n}"))
+        drive_json_lines(file, report, lambda rec, n: rounds.add(rec, f"{file.display}:{n}"), ctx.max_line_bytes)
         yield from rounds.rows
 
 
