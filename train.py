@@ -9,6 +9,7 @@ it is rewritten to `exp=NAME` before Hydra parses the command line. Both spellin
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 sys.argv = [("exp=" + a[len("+exp="):]) if a.startswith("+exp=") else a for a in sys.argv]
 
@@ -22,13 +23,18 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from toollat.data import NoDataError
     from toollat.training import console, run
 
+    hc = HydraConfig.get()
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["multirun"] = hc.mode == RunMode.MULTIRUN
     try:
-        run(resolved)
-    except NoDataError as e:
+        run(resolved, run_dir=Path(hc.runtime.output_dir))
+    except (NoDataError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         sys.exit(2)
 

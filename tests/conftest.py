@@ -75,7 +75,7 @@ def embedder():
 
 
 FAST_MODEL = {
-    "kind": "lgbm", "levels": [0.1, 0.5, 0.9, 0.99], "calibration_folds": 2, "calibration_min": 100,
+    "kind": "lgbm", "calibration_folds": 2, "calibration_min": 100,
     "params": {"n_estimators": 80, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 10},
     "classifier": {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 10},
 }
@@ -85,8 +85,8 @@ def small_config(**over):
     from toollat.features.pipeline import FeatureConfig
     from dataclasses import asdict
 
-    cfg = {"features": asdict(FeatureConfig()), "model": FAST_MODEL, "target": {"name": "wall"},
-           "tools": {"families": None, "names": None}, "threads": 2, "seed": 0,
+    cfg = {"name": "small", "features": asdict(FeatureConfig()), "model": FAST_MODEL, "target": {"name": "wall"},
+           "levels": [0.1, 0.5, 0.9, 0.99], "tools": {"families": None, "names": None}, "threads": 2, "seed": 0,
            "hints": {"breakeven_s": 30.0, "offload_cost_s": 8.0, "offload_hold_ratio": 0.05}}
     cfg.update(over)
     return cfg
@@ -103,13 +103,8 @@ def small_split(small_calls):
 @pytest.fixture(scope="session")
 def small_bundle(small_split, embedder, tmp_path_factory):
     """A bundle trained on the training sessions of ``small_calls`` (fast model settings)."""
-    from toollat.bundle import save_bundle
-    from toollat.training import fit
+    from toollat.estimator import ToolLatencyModel
 
     train, _ = small_split
-    cfg = small_config()
-    fitted, _ = fit(train, cfg, embedder)
-    path = tmp_path_factory.mktemp("bundles") / "small"
-    card = {"name": "small", "target": "wall", "tools": cfg["tools"], "hints": cfg["hints"], "config": cfg,
-            "data": {"calls": int(len(train))}}
-    return save_bundle(path, fitted.pipeline, fitted.model, fitted.baselines, card)
+    model = ToolLatencyModel.from_config(small_config(), embedder).fit(train)
+    return model.save(tmp_path_factory.mktemp("bundles") / "small", {"data": {"calls": int(len(train))}})

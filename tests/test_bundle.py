@@ -9,8 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from toollat.bundle import BundleError, _sha256, load_bundle
-from toollat.evaluation.evaluate import evaluate_bundle
+from toollat.bundle import BundleError, _sha256
+from toollat.estimator import ToolLatencyModel
+from toollat.evaluation.evaluate import evaluate
 
 
 def _values(v):
@@ -48,9 +49,9 @@ def test_bundle_holds_no_argument_text(small_bundle, small_split):
 
 def test_round_trip_predictions(small_bundle, small_split, embedder):
     _, test = small_split
-    b1 = load_bundle(small_bundle, embedder)
-    b2 = load_bundle(small_bundle, embedder)
-    r1, r2 = evaluate_bundle(b1, test), evaluate_bundle(b2, test)
+    b1 = ToolLatencyModel.load(small_bundle, embedder)
+    b2 = ToolLatencyModel.load(small_bundle, embedder)
+    r1, r2 = evaluate(b1, test), evaluate(b2, test)
     assert r1["models"]["toollat"] == r2["models"]["toollat"]
     assert set(r1["models"]) == {"toollat", "per_tool_median", "per_command_mean", "global_median"}
     assert r1["models"]["toollat"]["mae_log10"] < r1["models"]["per_tool_median"]["mae_log10"]
@@ -69,7 +70,7 @@ def test_tampered_file_is_refused(copy, embedder):
     data[len(data) // 2] ^= 0x01
     f.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="checksum"):
-        load_bundle(copy, embedder)
+        ToolLatencyModel.load(copy, embedder)
 
 
 def test_missing_file_and_path_escape_are_refused(copy, embedder):
@@ -77,18 +78,18 @@ def test_missing_file_and_path_escape_are_refused(copy, embedder):
     card["files"]["../../etc/passwd"] = "0" * 64
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="missing"):
-        load_bundle(copy, embedder)
+        ToolLatencyModel.load(copy, embedder)
 
 
 def test_foreign_directories_are_refused(tmp_path, embedder):
     with pytest.raises(BundleError, match="not a model bundle directory"):
-        load_bundle(tmp_path / "nothing-here", embedder)
+        ToolLatencyModel.load(tmp_path / "nothing-here", embedder)
     (tmp_path / "card.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(BundleError, match="not a toollat bundle"):
-        load_bundle(tmp_path, embedder)
+        ToolLatencyModel.load(tmp_path, embedder)
     (tmp_path / "card.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
-        load_bundle(tmp_path, embedder)
+        ToolLatencyModel.load(tmp_path, embedder)
 
 
 def test_newer_format_is_refused(copy, embedder):
@@ -96,7 +97,7 @@ def test_newer_format_is_refused(copy, embedder):
     card["format_version"] = 99
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="format version"):
-        load_bundle(copy, embedder)
+        ToolLatencyModel.load(copy, embedder)
 
 
 class Boom:
@@ -115,7 +116,7 @@ def test_pickled_array_is_not_unpickled(copy, embedder, tmp_path):
     (copy / "card.json").write_text(json.dumps(card))
     pwned = tmp_path.parent / "toollat-bundle-pwned"
     with pytest.raises(BundleError, match="cannot read bundle contents"):
-        load_bundle(copy, embedder)
+        ToolLatencyModel.load(copy, embedder)
     assert not pwned.exists() and not __import__("os").path.exists("/tmp/toollat-bundle-pwned")
 
 
@@ -126,4 +127,4 @@ def test_garbage_model_text_is_refused(copy, embedder):
     card["files"]["model_q90.txt"] = _sha256(f)
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError):
-        load_bundle(copy, embedder)
+        ToolLatencyModel.load(copy, embedder)

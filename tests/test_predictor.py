@@ -6,13 +6,13 @@ import threading
 import numpy as np
 import pytest
 
-from toollat.bundle import load_bundle
+from toollat.estimator import ToolLatencyModel
 from toollat.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
 def predictor(small_bundle, embedder):
-    return Predictor(load_bundle(small_bundle, embedder))
+    return Predictor(ToolLatencyModel.load(small_bundle, embedder))
 
 
 def ms(ts) -> float:
@@ -82,7 +82,7 @@ def test_prediction_fields(predictor):
     assert pr.quantiles["p10"] <= pr.quantiles["p50"] <= pr.quantiles["p90"] <= pr.quantiles["p99"]
     assert pr.p50_ms == pr.quantiles["p50"] and 0 <= pr.p_long <= 1
     assert pr.hint.action in ("keep", "offload", "drop") and pr.hint.ttl_ms >= 0
-    assert pr.model_version == predictor.bundle.version and pr.fallback is None
+    assert pr.model_version == predictor.model.version_ and pr.fallback is None
 
 
 def test_unknown_tool_gets_a_marked_fallback(predictor):
@@ -102,7 +102,7 @@ def test_bad_calls_are_refused(predictor):
 
 
 def test_sessions_are_bounded(small_bundle, embedder):
-    p = Predictor(load_bundle(small_bundle, embedder), max_sessions=50, max_pending=100)
+    p = Predictor(ToolLatencyModel.load(small_bundle, embedder), max_sessions=50, max_pending=100)
     for i in range(500):
         p.predict({"tool": "Bash", "args": {"command": "ls"}, "session_id": f"s{i}", "call_id": f"c{i}"})
     info = p.model_info()["state"]
@@ -110,7 +110,7 @@ def test_sessions_are_bounded(small_bundle, embedder):
 
 
 def test_thread_safe(small_bundle, embedder):
-    p = Predictor(load_bundle(small_bundle, embedder), max_sessions=1000)
+    p = Predictor(ToolLatencyModel.load(small_bundle, embedder), max_sessions=1000)
     errors = []
 
     def worker(k):

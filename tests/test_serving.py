@@ -10,7 +10,7 @@ import httpx
 import pytest
 import uvicorn
 
-from toollat.bundle import load_bundle
+from toollat.estimator import ToolLatencyModel
 from toollat.predictor import Predictor
 from toollat.serving import create_app
 
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(small_bundle, embedder):
-    predictor = Predictor(load_bundle(small_bundle, embedder), max_sessions=1000)
+    predictor = Predictor(ToolLatencyModel.load(small_bundle, embedder), max_sessions=1000)
     port = free_port()
     config = uvicorn.Config(create_app(predictor, token=TOKEN, max_body_bytes=MAX_BODY), host="127.0.0.1",
                             port=port, log_level="warning", access_log=False, loop="asyncio")

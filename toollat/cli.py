@@ -22,9 +22,31 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from toollat import __version__
+
+        print(f"toollat {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr (no progress, no notes).")] = False,
+) -> None:
     """Predict how long a coding agent's tool call will block."""
+    import logging
+    import os
+
+    # Library chatter (transformers' weight-loading bars, Hydra/MLflow log lines) stays out of
+    # every command's output.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "sentence_transformers", "mlflow", "huggingface_hub", "distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if quiet:
+        console.quiet = True
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -78,19 +100,39 @@ def _data(paths: list[Path], progress: bool):
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         fail(f"no such file or directory: {', '.join(missing)}")
-    df, _ = load_calls(paths, progress=progress)
+    try:
+        df, _ = load_calls(paths, progress=progress)
+    except ValueError as e:  # a corrupt or foreign .parquet: say which file
+        fail(str(e))
     if len(df) == 0:
         fail("no tool calls found in --data", 1)
     return df
 
 
-def _bundle(model: str):
-    from toollat.bundle import BundleError, load_bundle
+def _model(model: str):
+    from toollat.bundle import BundleError
+    from toollat.estimator import ToolLatencyModel
 
     try:
-        return load_bundle(model)
+        return ToolLatencyModel.load(model)
     except BundleError as e:
         fail(str(e))
+
+
+def _unseen(model, df, exclude_seen: bool, quiet: bool = False):
+    """Warn about (or drop, with --exclude-seen) calls of sessions the model trained on."""
+    seen = model.seen_sessions(df)
+    n = int(seen.sum())
+    if n and exclude_seen:
+        console.print(f"excluded {n:,} calls of {df.loc[seen, 'session_id'].nunique():,} sessions the model trained on")
+        df = df[~seen].reset_index(drop=True)
+        if len(df) == 0:
+            fail("every call of --data is from a session the model trained on", 1)
+    elif n:
+        console.print(f"[yellow]warning:[/yellow] {n:,} of {len(df):,} calls ({df.loc[seen, 'session_id'].nunique():,} sessions) "
+                      "are from sessions the model trained on: their scores are not held-out figures "
+                      "(--exclude-seen drops them)")
+    return df, n
 
 
 @app.command()
@@ -98,30 +140,28 @@ def evaluate(
     model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/ (default).")] = "default",
     data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {n, models, per_family} as JSON.")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
     """Score a model and the baselines side by side on calls it never saw."""
-    from toollat.evaluation.evaluate import evaluate_bundle
+    from toollat.evaluation.evaluate import evaluate as run_evaluate
+    from toollat.jsonio import dumps
     from toollat.training import metrics_table
 
     if not data:
         fail("give --data PATH (logs, directories or a calls .parquet)")
-    bundle = _bundle(model)
+    m = _model(model)
     df = _data(list(data), progress=not as_json and sys.stderr.isatty())
-    result = evaluate_bundle(bundle, df, progress=not as_json and sys.stderr.isatty())
+    df, n_seen = _unseen(m, df, exclude_seen)
+    result = run_evaluate(m, df, progress=not as_json and sys.stderr.isatty())
+    result["seen_in_training"] = 0 if exclude_seen else n_seen
     if result["n"] == 0:
         fail(f"none of the calls is in the model's scope {result['scope']}", 1)
     if as_json:
-        print(json.dumps(result, indent=1, default=_json_default))
+        print(dumps(result))
     else:
         out = Console(width=max(Console().width, 100))
-        out.print(f"model {bundle.name} ({bundle.version}); scope {result['scope']}")
-        out.print(metrics_table("unseen calls", result))
-
-
-def _json_default(v):
-    if isinstance(v, float) and v != v:
-        return None
-    return str(v)
+        out.print(f"model {m.card_.get('name')} ({m.version_}); scope {result['scope']}")
+        out.print(metrics_table("unseen calls" if not n_seen or exclude_seen else "calls (some seen in training)", result))
 
 
 @app.command()
@@ -140,10 +180,12 @@ def predict(
         fail(f"ARGS_JSON is not valid JSON: {e.msg} at column {e.colno}")
     if not isinstance(call_args, dict):
         fail("ARGS_JSON must be a JSON object")
-    p = Predictor(_bundle(model))
+    p = Predictor(_model(model))
     pr = p.predict({"tool": tool, "args": call_args})
     if as_json:
-        print(json.dumps(pr.to_dict(), indent=1))
+        from toollat.jsonio import dumps
+
+        print(dumps(pr.to_dict()))
         return
     q = "  ".join(f"{k} {_fmt_ms(v)}" for k, v in pr.quantiles.items())
     print(f"{tool}: p50 {_fmt_ms(pr.p50_ms)}, p90 {_fmt_ms(pr.p90_ms)}, P(>=60 s) {pr.p_long:.2f}")
@@ -156,7 +198,7 @@ def predict(
         print("  hint: drop")
     if pr.fallback:
         print(f"  note: tool not seen in training ({pr.fallback} fallback)")
-    print(f"  model: {p.bundle.name} {p.model_version}")
+    print(f"  model: {p.name} {p.model_version}")
 
 
 @app.command()
@@ -176,10 +218,10 @@ def serve(
         fail("--port must be in 1..65535")
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --token: anyone who can reach it can use it")
-    predictor = Predictor(_bundle(model), max_sessions=max_sessions)
+    predictor = Predictor(_model(model), max_sessions=max_sessions)
     predictor.predict({"tool": "Bash", "args": {"command": "true"}})  # load the embedding model before serving
-    predictor.reset()
-    console.print(f"toollat serving {predictor.bundle.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs)")
+    predictor.reset()  # the warm-up is not counted
+    console.print(f"toollat serving {predictor.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs)")
     run_server(predictor, host=host, port=port, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024))
 
 
@@ -188,8 +230,9 @@ def simulate(
     model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
     data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
     policies: Annotated[str, typer.Option("--policies", help="Comma-separated: static, per_tool_median, toollat, oracle.")] = "static,per_tool_median,toollat,oracle",
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs storage plot here (PNG).")] = Path("kv_policy.png"),
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs storage plot here (PNG; default: none).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result (headline, policies, curves) as JSON.")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
     """Replay the data's tool and human gaps under KV-cache policies: what the predictions are worth."""
     from toollat.predictor import Predictor
@@ -199,13 +242,16 @@ def simulate(
         fail("give --data PATH (logs, directories or a calls .parquet)")
     names = [p.strip() for p in policies.split(",") if p.strip()]
     df = _data(list(data), progress=not as_json and sys.stderr.isatty())
-    predictor = Predictor(_bundle(model))
+    predictor = Predictor(_model(model))
+    df, _ = _unseen(predictor.model, df, exclude_seen)
     try:
         result = simulate_bundle(predictor, df, names, progress=not as_json and sys.stderr.isatty(), plot_path=plot)
     except ValueError as e:
         fail(str(e))
     if as_json:
-        print(json.dumps(result.to_dict(), indent=1))
+        from toollat.jsonio import dumps
+
+        print(dumps(result.to_dict()))
         return
     out = Console(width=max(Console().width, 120))
     d = result.data
@@ -247,7 +293,9 @@ def harvest(
     report = run_harvest(out, budget_s=budget_s, seed=seed, progress=not as_json and sys.stderr.isatty(),
                          call_timeout_s=call_timeout_s)
     if as_json:
-        print(json.dumps(report.to_dict(), indent=1, default=str))
+        from toollat.jsonio import dumps
+
+        print(dumps(report.to_dict()))
         return
     print(f"harvested {report.calls} calls in {report.sessions} sessions in {report.seconds:.0f} s "
           f"({report.timeouts} timeouts, {report.refused} refused); latency {_fmt_ms(report.min_ms)} to {_fmt_ms(report.max_ms)}")

@@ -29,8 +29,18 @@ def tracelab_dir() -> Path:
     return shared_data_dir() / "tracelab"
 
 
+def in_checkout() -> bool:
+    """True when running from a source checkout (not an installed package)."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "conf").is_dir()
+
+
 def models_dir() -> Path:
-    return REPO_ROOT / "models"
+    """Where named bundles live: ``$TOOLLAT_MODELS``, the checkout's ``models/``, or ``./models``
+    when installed (the shipped ``default`` bundle is package data: ``toollat.bundle.resolve``)."""
+    env = os.environ.get("TOOLLAT_MODELS")
+    if env:
+        return Path(env).expanduser()
+    return REPO_ROOT / "models" if in_checkout() else Path.cwd() / "models"
 
 
 def cache_dir() -> Path:

@@ -12,7 +12,8 @@ p.observe(call_id="c1", latency_ms=5300)            # or observe(session_id="s1"
 A call is a dict: ``tool`` (required), ``args`` (object or JSON text), and optionally
 ``call_id``, ``session_id``, ``agent``, ``model``, ``permission_mode``, ``emitted_at`` (epoch ms
 or ISO; default now), ``turn_started_at``, ``prev_turn_ended_at``, ``turn_index``,
-``context_tokens``, ``parallel_group``, ``poll_of``. Each session's history lives in memory,
+``context_tokens``, ``parallel_group``, ``poll_of``. ``Predictor(model)`` wraps a fitted
+``ToolLatencyModel``; ``Predictor.load`` loads one. Each session's history lives in memory,
 bounded: at most ``max_sessions`` sessions, least recently used evicted first, and at most
 ``max_pending`` predicted calls awaiting their result. ``observe`` feeds results back, which
 later predictions of the session use, and keeps a running calibration (coverage of p50/p90 by
@@ -28,13 +29,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
-from toollat.bundle import Bundle, load_bundle
+from toollat.estimator import ToolLatencyModel
 from toollat.features.calls import Call
-from toollat.features.context import SessionHistory, to_log
+from toollat.features.context import HistoryKeys, SessionHistory
 from toollat.features.embed import Embedder
 from toollat.hints import Hint, HintCosts, decide_plans
 from toollat.ingest.families import tool_family
+from toollat.jsonio import dumps_bytes
+from toollat.units import LONG_MS, level_names, p_exceeds, prediction_columns, to_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +52,7 @@ class LatencyPrediction:
     p50_ms: float
     p90_ms: float
     quantiles: dict[str, float]        # {"p10": ms, "p50": ms, "p90": ms, "p99": ms}
-    p_long: float                      # probability the call takes at least 60 s
+    p_long: float                      # probability the call takes at least 60 s (consistent with the quantiles)
     hint: Hint
     fallback: str | None = None        # "family" / "global" when the tool was never seen in training
     model_version: str = ""
@@ -96,24 +100,18 @@ class _Calibration:
             c.under_p90 += y <= p90
 
 
-def _finite(d: dict[str, Any] | None) -> dict[str, Any] | None:
-    """NaN/inf -> None, so the dict is valid JSON."""
-    if d is None:
-        return None
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
-
-
 class Predictor:
-    def __init__(self, bundle: Bundle, max_sessions: int = 10_000, max_pending: int = 100_000,
+    def __init__(self, model: ToolLatencyModel, max_sessions: int = 10_000, max_pending: int = 100_000,
                  costs: HintCosts | None = None):
-        self.bundle = bundle
-        self.pipeline = bundle.pipeline
-        self.model = bundle.model
-        self.costs = costs or bundle.hint_costs
+        model._require_fitted()
+        self.model = model
+        self.pipeline = model.pipeline_
+        self._latency = model.model_
+        self.costs = costs or model.hint_costs
         self.max_sessions = max_sessions
         self.max_pending = max_pending
-        self.levels = tuple(self.model.levels) if hasattr(self.model, "levels") else (0.1, 0.5, 0.9, 0.99)
-        self.level_names = [f"p{int(round(level * 100))}" for level in self.levels]
+        self.levels = model.levels_
+        self.level_names = level_names(self.levels)
         self._sessions: OrderedDict[str, SessionHistory] = OrderedDict()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._calibration = _Calibration()
@@ -126,29 +124,35 @@ class Predictor:
 
     @classmethod
     def load(cls, name_or_path: str | Path = "default", embedder: Embedder | None = None, **kw) -> "Predictor":
-        return cls(load_bundle(name_or_path, embedder), **kw)
+        """A bundle directory, a name under ``models/``, or ``default`` (shipped with the package)."""
+        return cls(ToolLatencyModel.load(name_or_path, embedder), **kw)
 
     # -- info ---------------------------------------------------------------------------------
     @property
+    def name(self) -> str:
+        return self.model.card_.get("name", self.model.name)
+
+    @property
     def model_version(self) -> str:
-        return self.bundle.version
+        return self.model.version_
 
     def model_info(self) -> dict[str, Any]:
-        card = self.bundle.card
+        card = self.model.card_
         held = card.get("metrics", {}).get("held_out_sessions", {}).get("models", {})
         with self._lock:
             calibration = {k: v.to_dict() for k, v in sorted(self._calibration.by_family.items())}
             sessions = len(self._sessions)
             pending = len(self._pending)
-        return {
-            "name": self.bundle.name, "version": self.model_version, "created": card.get("created"),
-            "target": card.get("target"), "tools": card.get("tools"), "levels": list(self.levels),
+        info = {
+            "name": self.name, "version": self.model_version, "created": card.get("created"),
+            "target": self.model.target, "tools": self.model.tools, "levels": list(self.levels),
             "hints": {"breakeven_s": self.costs.breakeven_s, "offload_cost_s": self.costs.offload_cost_s,
                       "offload_hold_ratio": self.costs.offload_hold_ratio},
-            "held_out_metrics": _finite(held.get("toollat")),
+            "held_out_metrics": held.get("toollat"),
             "running_calibration": calibration,
             "state": {"sessions": sessions, "max_sessions": self.max_sessions, "pending": pending, **self.counts},
         }
+        return orjson.loads(dumps_bytes(info))  # strict JSON values (NaN -> None)
 
     # -- predicting ---------------------------------------------------------------------------
     def _session(self, sid: str | None) -> SessionHistory | None:
@@ -190,8 +194,9 @@ class Predictor:
                 expected.append(exp)
                 if hist is not None:
                     hist.emit(call, k, t, exp)
-        pred = self.model.predict({"tool_family": [c.family for c in parsed]}, rows)
+        pred = self.model.predict_matrix({"tool_family": [c.family for c in parsed]}, rows)
         ms = pred.ms()
+        p_long = pred.p_long
         actions, ttls, thens = decide_plans(self.levels, ms, self.costs)
         out = []
         with self._lock:
@@ -205,29 +210,20 @@ class Predictor:
         for i, call in enumerate(parsed):
             q = {n: float(v) for n, v in zip(self.level_names, ms[i])}
             out.append(LatencyPrediction(call.call_id, q.get("p50", float(ms[i][0])), q.get("p90", float(ms[i][-1])), q,
-                                         float(pred.p_long[i]), Hint(actions[i], float(ttls[i]), thens[i]),
+                                         float(p_long[i]), Hint(actions[i], float(ttls[i]), thens[i]),
                                          self._fallback(call), self.model_version))
         return out
 
     def predict_frame(self, df: "pd.DataFrame", progress: bool = False) -> "pd.DataFrame":
         """Predictions for every call of a canonical table, each session replayed causally from
         an empty history (what serving it call by call would give; tested equal). Adds
-        ``pred_p10_ms .. pred_p99_ms``, ``pred_p_long``, ``hint_action`` and ``hint_ttl_ms``.
-        Calls outside the bundle's tool scope get its per-tool median baseline."""
-        from toollat.evaluation.evaluate import in_scope
-
-        X = self.pipeline.transform(df, progress=progress)
-        pred = self.model.predict(df, X)
-        q, p_long = pred.quantiles.copy(), pred.p_long.copy()
-        outside = ~in_scope(df, self.bundle.card.get("tools"))
-        if outside.any() and "per_tool_median" in self.bundle.baselines:
-            base = self.bundle.baselines["per_tool_median"].predict(df[outside])
-            q[outside], p_long[outside] = base.quantiles, base.p_long
-        ms = 1000.0 * 10.0 ** q
+        ``pred_p10_ms .. pred_p99_ms``, ``pred_p_long``, ``hint_action``, ``hint_ttl_ms`` and
+        ``hint_then``. Calls outside the model's tool scope get its per-tool median baseline."""
+        pred = self.model.predict(df, progress=progress)
         out = df.copy()
-        for name, col in zip(self.level_names, ms.T):
-            out[f"pred_{name}_ms"] = col
-        out["pred_p_long"] = p_long
+        for col in pred.columns:
+            out[col] = pred[col].to_numpy()
+        ms = pred[prediction_columns(self.levels)].to_numpy()
         out["hint_action"], out["hint_ttl_ms"], out["hint_then"] = decide_plans(self.levels, ms, self.costs)
         return out
 
@@ -236,14 +232,15 @@ class Predictor:
 
         Not a per-call prediction: the training distribution of waits before human turns, for
         this agent if the bundle has it; None if the bundle has no such distribution."""
-        dist = self.bundle.card.get("human_gaps")
+        dist = self.model.human_gaps_
         if not dist:
             return None
         ms = np.asarray(dist["ms"].get(agent or "*", dist["ms"]["*"]), dtype=np.float64)
         levels = tuple(dist["levels"])
         actions, ttls, thens = decide_plans(levels, ms[None, :], self.costs)
-        q = {f"p{int(round(lv * 100))}": float(v) for lv, v in zip(levels, ms)}
-        return LatencyPrediction(None, q.get("p50", float(ms[0])), q.get("p90", float(ms[-1])), q, float("nan"),
+        q = dict(zip(level_names(levels), ms.tolist()))
+        p_long = float(p_exceeds(levels, ms[None, :], LONG_MS)[0])
+        return LatencyPrediction(None, q.get("p50", float(ms[0])), q.get("p90", float(ms[-1])), q, p_long,
                                  Hint(actions[0], float(ttls[0]), thens[0]), None, self.model_version)
 
     # -- observing ----------------------------------------------------------------------------
@@ -261,7 +258,7 @@ class Predictor:
                 sid, keys = pend.session_id, pend.keys
                 self._calibration.add(pend.family, to_log(latency_ms), pend.p50_log, pend.p90_log)
             elif session_id is not None and tool:
-                sid, keys = session_id, (("tool", tool), ("fam", tool_family(tool)), None, None, None)
+                sid, keys = session_id, HistoryKeys.for_tool(tool, tool_family(tool))
             else:
                 self.counts["observed_unknown"] += 1
                 return False
@@ -279,6 +276,7 @@ class Predictor:
             self._sessions.clear()
             self._pending.clear()
             self._calibration = _Calibration()
+            self.counts = dict.fromkeys(self.counts, 0)
 
 
 __all__ = ["Predictor", "LatencyPrediction"]

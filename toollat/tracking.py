@@ -1,13 +1,20 @@
 """MLflow tracking for training runs: a local sqlite store by default, one experiment per name.
 
-``Tracker`` is a context manager; with ``enabled: false`` every call is a no-op, so training
-code logs unconditionally.
+``Tracker`` is a context manager spanning the whole run; with ``enabled: false`` every call is a
+no-op, so training code logs unconditionally. A run records the host and process that own it:
+a run left RUNNING by a killed process on this host is marked FAILED when the next run starts.
+``pyfunc`` logs a bundle as an MLflow model (models-from-code, ``toollat/mlflow_model.py``; no
+pickle of toollat objects) and registers it under the experiment's name, so
+``mlflow.pyfunc.load_model("models:/<name>/latest").predict(calls_df)`` returns the quantiles.
 """
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
+
+from toollat import __version__
 
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
@@ -44,9 +51,23 @@ class Tracker:
 
     def __enter__(self) -> "Tracker":
         if self.enabled:
-            run = self._mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name)
+            self._fail_orphans()
+            run = self._mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name,
+                                         tags={"toollat.host": socket.gethostname(), "toollat.pid": str(os.getpid())})
             self.run_id = run.info.run_id
         return self
+
+    def _fail_orphans(self) -> None:
+        """RUNNING runs of this experiment whose process on this host is gone: mark FAILED."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        host = socket.gethostname()
+        for r in client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'"):
+            tags = r.data.tags
+            pid = tags.get("toollat.pid")
+            if tags.get("toollat.host") == host and pid and pid.isdigit() and not _alive(int(pid)):
+                client.set_terminated(r.info.run_id, status="FAILED")
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.enabled:
@@ -82,3 +103,25 @@ class Tracker:
     def tags(self, tags: dict[str, str]) -> None:
         if self.enabled:
             self._mlflow.set_tags(tags)
+
+    def pyfunc(self, bundle_dir: Path, registered_name: str) -> None:
+        """The bundle as an MLflow pyfunc model, registered as ``registered_name``."""
+        if not self.enabled:
+            return
+        import logging
+
+        logging.getLogger("mlflow").setLevel(logging.ERROR)  # no env-inference chatter in the run log
+        code = Path(__file__).with_name("mlflow_model.py")
+        self._mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"bundle": str(bundle_dir)},
+                                      pip_requirements=[f"toollat=={__version__}"],
+                                      registered_model_name=registered_name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -3,48 +3,25 @@
 
 ``report(...)`` returns ``{"n": int, "models": {name: metrics}, "per_family": {name: {family:
 metrics}}}``; model names are ``toollat``, ``per_tool_median``, ``per_command_mean`` and
-``global_median`` (DESIGN.md). ``evaluate_bundle`` treats every call of the data as unseen: each
-session is replayed from an empty history.
+``global_median``. ``evaluate`` treats every call of the data as unseen (each session replayed
+from an empty history); ``held_out`` and ``leave_one_source_out`` fit a fresh model per split,
+so training and the experiments evaluate the same way.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from toollat.estimator import BASELINE_ORDER, MODEL, ToolLatencyModel, in_scope  # noqa: F401
 from toollat.models import Prediction
 
 from .metrics import compute
+from .splits import session_test_mask, source_masks
 
-MODEL = "toollat"
-BASELINE_ORDER = ("per_tool_median", "per_command_mean", "global_median")
 FAMILY_MIN = 20  # per-family metrics for families with at least this many calls
-
-
-def in_scope(df: pd.DataFrame, tools: dict[str, Any] | None) -> np.ndarray:
-    """Calls a model learns and is scored on: ``{"families": [...], "names": [...]}`` (null: all)."""
-    mask = np.ones(len(df), dtype=bool)
-    if tools:
-        fams, names = tools.get("families"), tools.get("names")
-        if fams:
-            mask &= df["tool_family"].isin(list(fams)).to_numpy()
-        if names:
-            mask &= df["tool_name"].isin(list(names)).to_numpy()
-    return mask
-
-
-def target_ms(df: pd.DataFrame, target: str) -> np.ndarray:
-    """Latency to predict: ``wall`` (default), ``internal`` (runner-reported) or ``effective``."""
-    wall = df["wall_ms"].to_numpy(dtype=np.float64)
-    internal = df["internal_ms"].to_numpy(dtype=np.float64)
-    if target == "wall":
-        return wall
-    if target == "internal":
-        return internal
-    if target == "effective":
-        return np.where(np.isnan(internal), wall, internal)
-    raise ValueError(f"unknown target {target!r}: wall, internal or effective")
 
 
 def report(calls: pd.DataFrame, y_ms: np.ndarray, predictions: dict[str, tuple[Prediction, float]],
@@ -63,23 +40,61 @@ def report(calls: pd.DataFrame, y_ms: np.ndarray, predictions: dict[str, tuple[P
     return out
 
 
-def predict_all(bundle_like, calls: pd.DataFrame, X: np.ndarray) -> dict[str, tuple[Prediction, float]]:
-    """The model's and every baseline's predictions for the same calls."""
-    preds = {MODEL: (bundle_like.model.predict(calls, X), bundle_like.model.long_threshold)}
-    for name in BASELINE_ORDER:
-        if name in bundle_like.baselines:
-            b = bundle_like.baselines[name]
-            preds[name] = (b.predict(calls, None), b.long_threshold)
-    return preds
+def evaluate(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False) -> dict[str, Any]:
+    """Score a fitted model and its baselines on ``df`` (all calls unseen; within the model's scope)."""
+    out = report(*model.scored(df, progress=progress))
+    out["scope"] = model.tools or {"families": None, "names": None}
+    return out
 
 
-def evaluate_bundle(bundle, df: pd.DataFrame, progress: bool = False) -> dict[str, Any]:
-    """Score a bundle and its baselines on ``df`` (all calls unseen; scored within the bundle's scope)."""
-    X = bundle.pipeline.transform(df, progress=progress)
-    scope = in_scope(df, bundle.card.get("tools"))
-    y = target_ms(df, bundle.card.get("target", "wall"))
-    keep = scope & ~np.isnan(y)
-    calls = df[keep].reset_index(drop=True)
-    out = report(calls, y[keep], predict_all(bundle, calls, X[keep]))
-    out["scope"] = bundle.card.get("tools") or {"families": None, "names": None}
+def held_out(df: pd.DataFrame, make_model: Callable[[], ToolLatencyModel], test_fraction: float, seed: int,
+             progress: bool = False) -> tuple[ToolLatencyModel, dict[str, Any], tuple]:
+    """Fit on the sessions not held out, score on the held-out ones (grouped by session).
+    Returns the fitted model, the report, and ``(calls, y_ms, predictions)`` for plots."""
+    test = session_test_mask(df["session_id"], test_fraction, seed)
+    model = make_model().fit(df[~test].reset_index(drop=True), progress=progress)
+    scored = model.scored(df[test].reset_index(drop=True), progress=progress)
+    return model, report(*scored), scored
+
+
+def leave_one_source_out(df: pd.DataFrame, make_model: Callable[[], ToolLatencyModel],
+                         on_source: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """Hold out each source in turn (a model fit on the others), pool the predictions; None if
+    the data has fewer than two sources. ``per_source`` holds each source's own report."""
+    parts, frames, per_source = [], [], {}
+    for src, mask in source_masks(df["source"]):
+        if mask.all():
+            continue
+        model = make_model()
+        if not in_scope(df[mask], model.tools).any():
+            continue
+        model.fit(df[~mask].reset_index(drop=True))
+        calls, y, preds = model.scored(df[mask].reset_index(drop=True))
+        if len(calls) == 0:
+            continue
+        parts.append(preds)
+        frames.append((calls, y))
+        per_source[src] = report(calls, y, preds)["models"]
+        if on_source is not None:
+            on_source(src, per_source[src])
+    if not parts:
+        return None
+    rep = report(pd.concat([c for c, _ in frames], ignore_index=True), np.concatenate([y for _, y in frames]),
+                 pool_predictions(parts))
+    rep["per_source"] = per_source
+    return rep
+
+
+def pool_predictions(parts: list[dict[str, tuple[Prediction, float]]]) -> dict[str, tuple[Prediction, float]]:
+    """Pool predictions of several folds; each fold keeps its own long threshold, so pooled
+    long-call decisions are made per fold and carried as p_long relative to the threshold."""
+    out = {}
+    for name in parts[0]:
+        preds = [p[name] for p in parts]
+        levels = preds[0][0].levels
+        # shift p_long so that every fold's threshold maps to 0.5 (monotone within each fold)
+        p_long = np.concatenate([np.where(pl.p_long >= thr, 0.5 + 0.5 * (pl.p_long - thr) / max(1 - thr, 1e-9),
+                                          0.5 * pl.p_long / max(thr, 1e-9)) for pl, thr in preds])
+        q = np.concatenate([pl.quantiles for pl, _ in preds])
+        out[name] = (Prediction(levels, q, p_long), 0.5)
     return out

@@ -1,4 +1,4 @@
-"""The metrics (DESIGN.md; the names are a contract), used by training, evaluation and benchmarks.
+"""The metrics (the names are a contract, docs/ARCHITECTURE.md), used by training, evaluation and benchmarks.
 
 Latency is compared in log10 seconds with a 10 ms floor. ``p50`` is the point prediction.
 
@@ -15,14 +15,12 @@ Latency is compared in log10 seconds with a 10 ms floor. ``p50`` is the point pr
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import stats
+from sklearn.metrics import average_precision_score, mean_pinball_loss
 
-FLOOR_MS = 10.0
-LONG_MS = 60_000.0
-LOG2 = math.log10(2.0)
+from toollat.units import LOG2, LONG_MS, to_log10_s
+
 METRICS: tuple[str, ...] = (
     "mae_log10", "medae_log10", "within_2x", "spearman", "kendall", "pinball_p50", "pinball_p90",
     "coverage_p50", "coverage_p90", "long_recall", "long_precision", "long_pr_auc",
@@ -30,14 +28,8 @@ METRICS: tuple[str, ...] = (
 )
 
 
-def to_log10_s(ms) -> np.ndarray:
-    """Latency in ms -> log10 seconds with the 10 ms floor."""
-    return np.log10(np.maximum(np.asarray(ms, dtype=np.float64), FLOOR_MS) / 1000.0)
-
-
 def pinball(y: np.ndarray, q: np.ndarray, level: float) -> float:
-    d = y - q
-    return float(np.mean(np.maximum(level * d, (level - 1.0) * d)))
+    return float(mean_pinball_loss(y, q, alpha=level))
 
 
 def _rank_corr(a: np.ndarray, b: np.ndarray, fn) -> float:
@@ -49,10 +41,7 @@ def _rank_corr(a: np.ndarray, b: np.ndarray, fn) -> float:
 def average_precision(is_pos: np.ndarray, score: np.ndarray) -> float:
     if is_pos.sum() == 0:
         return float("nan")
-    order = np.argsort(-score, kind="stable")
-    hits = is_pos[order]
-    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision_at * hits).sum() / hits.sum())
+    return float(average_precision_score(is_pos, score))
 
 
 def compute(wall_ms, p50, p90, p_long, long_threshold: float) -> dict[str, float]:
@@ -86,15 +75,3 @@ def compute(wall_ms, p50, p90, p_long, long_threshold: float) -> dict[str, float
         "underestimate_rate": float((y > p50 + LOG2).mean()),
         "weighted_mae_log10": float((err * weight).sum() / weight.sum()),
     }
-
-
-def by_group(groups, wall_ms, p50, p90, p_long, long_threshold: float, min_n: int = 1) -> dict[str, dict[str, float]]:
-    """``compute`` per group (e.g. tool family), for groups with at least ``min_n`` calls."""
-    groups = np.asarray(groups)
-    out = {}
-    for g in sorted(set(groups.tolist())):
-        m = groups == g
-        if m.sum() >= min_n:
-            out[str(g)] = compute(np.asarray(wall_ms)[m], np.asarray(p50)[m], np.asarray(p90)[m],
-                                  np.asarray(p_long)[m], long_threshold)
-    return out

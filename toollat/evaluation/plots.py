@@ -8,10 +8,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from toollat.models import Prediction  # noqa: E402
-
-from .metrics import LOG2, LONG_MS, to_log10_s  # noqa: E402
+from toollat.units import LOG2, LONG_MS, to_log10_s  # noqa: E402
 
 
 def predicted_vs_actual(y_ms: np.ndarray, pred: Prediction, title: str = "toollat"):
@@ -68,12 +68,9 @@ def long_pr(y_ms: np.ndarray, preds: dict[str, tuple[Prediction, float]]):
     is_long = np.asarray(y_ms) >= LONG_MS
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, (pred, thr) in preds.items():
-        order = np.argsort(-pred.p_long, kind="stable")
-        tp = np.cumsum(is_long[order])
-        k = np.arange(1, len(order) + 1)
         if is_long.sum() == 0:
             continue
-        recall, precision = tp / is_long.sum(), tp / k
+        precision, recall, _ = precision_recall_curve(is_long, pred.p_long)
         line, = ax.plot(recall, precision, lw=1.5, label=name)
         at = pred.p_long >= thr
         if at.any():

@@ -19,7 +19,7 @@ def session_test_mask(sessions: pd.Series, test_fraction: float, seed: int = 0) 
     return sessions.isin(held).to_numpy()
 
 
-def leave_one_source_out(sources: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
+def source_masks(sources: pd.Series) -> Iterator[tuple[str, np.ndarray]]:
     """(source, test mask) for every source with calls."""
     for src in sorted(pd.unique(sources)):
         yield str(src), (sources == src).to_numpy()

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from toollat.units import LONG_Y, to_log
 
 from .calls import Call
 
-LONG_S = 60.0
 NAN = float("nan")
 # Per-session bounds, so a long or never-observed session cannot grow without limit (the
 # Predictor also bounds the number of sessions): calls awaiting a result, processes that may
@@ -28,9 +30,20 @@ MAX_COMMANDS = 2048
 KEY_KINDS = ("tool", "fam", "prog", "sub", "cmd")
 
 
-def to_log(ms: float) -> float:
-    """Latency in ms -> log10 seconds, floored at 10 ms (the target's units)."""
-    return math.log10(max(ms, 10.0) / 1000.0)
+class HistoryKeys(NamedTuple):
+    """What a call's latency is remembered under in its session: ``(kind, value)`` pairs, or
+    None where the call has no such key (no program for a Read)."""
+
+    tool: tuple[str, str]
+    fam: tuple[str, str]
+    prog: tuple[str, str] | None
+    sub: tuple[str, str] | None
+    cmd: tuple[str, str] | None
+
+    @classmethod
+    def for_tool(cls, tool: str, family: str) -> "HistoryKeys":
+        """Keys of a result known only by its tool (``observe(session_id=..., tool=...)``)."""
+        return cls(("tool", tool), ("fam", family), None, None, None)
 
 
 _PER_KEY = {
@@ -100,7 +113,7 @@ class _Stat:
         self.last = y
         self.max = y if self.n == 1 else max(self.max, y)
         self.ewm = y if self.n == 1 else 0.5 * self.ewm + 0.5 * y
-        self.n_long += y >= 1.7781512503836436  # log10(60)
+        self.n_long += y >= LONG_Y
         self.n_err += err
 
     def values(self, stats: tuple[str, ...]) -> list[float]:

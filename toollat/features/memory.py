@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from toollat.units import LONG_Y
+
 MEMORY_FEATURES: tuple[str, ...] = (
     "m_sim1", "m_y1", "m_n1", "m_exact_n", "m_exact_y", "m_knn_y", "m_knn_std", "m_knn_long", "m_knn_sim",
 )
 EXACT_SIM = 0.995
-LONG_Y = 1.7781512503836436  # log10(60 s)
 
 
 class NeighborMemory:

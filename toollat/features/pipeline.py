@@ -28,7 +28,9 @@ import pandas as pd
 
 from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
 from .calls import Call, calls_from_frame
-from .context import CONTEXT_FEATURES, SessionHistory
+from toollat.units import history_ms
+
+from .context import CONTEXT_FEATURES, HistoryKeys, SessionHistory
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
 from .text import code, embed_text, exact_key
@@ -88,17 +90,18 @@ def _model_family(model: str | None) -> str | None:
     return m.split("-")[0]
 
 
-def _keys(call: Call, cats: dict[str, str]) -> tuple:
+def _keys(call: Call, cats: dict[str, str]) -> HistoryKeys:
     prog = cats.get("c_program")
     sub = cats.get("c_subcommand")
-    return (("tool", call.tool), ("fam", call.family), ("prog", prog) if prog else None,
-            ("sub", sub) if sub else None, ("cmd", exact_key(call.tool, call.args)))
+    return HistoryKeys(("tool", call.tool), ("fam", call.family), ("prog", prog) if prog else None,
+                       ("sub", sub) if sub else None, ("cmd", exact_key(call.tool, call.args)))
 
 
 class FeaturePipeline:
-    def __init__(self, config: FeatureConfig | None = None, embedder: Embedder | None = None):
+    def __init__(self, config: FeatureConfig | None = None, embedder: Embedder | None = None, target: str = "wall"):
         self.config = config or FeatureConfig()
         self.embedder = embedder
+        self.target = target  # which latency the session history replays (units.history_ms)
         self.vocabs: dict[str, Vocab] = {}
         self.pca_mean = np.zeros(0, dtype=np.float32)
         self.pca_components = np.zeros((0, 0), dtype=np.float32)
@@ -124,10 +127,6 @@ class FeaturePipeline:
         if c.context:
             names += list(CONTEXT_FEATURES)
         return names
-
-    @property
-    def n_static(self) -> int:
-        return len(self.names) - (len(CONTEXT_FEATURES) if self.config.context else 0)
 
     # -- static part (per call, no session) ---------------------------------------------------
     def _name_strings(self, call: Call) -> list[str | None]:
@@ -227,7 +226,8 @@ class FeaturePipeline:
         """Context features by replaying each session in time order (see context.py)."""
         n = len(calls)
         out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
-        wall = df["wall_ms"].to_numpy(dtype=np.float64)
+        wall = df["wall_ms"].to_numpy(dtype=np.float64)      # when a result arrives
+        seen = history_ms(df, self.target)                   # what it teaches the history
         err = df["is_error"].to_numpy(dtype=bool) if "is_error" in df else np.zeros(n, bool)
         emitted = np.array([x.emitted_ms for x in calls], dtype=np.float64)
         result = emitted + wall
@@ -249,7 +249,7 @@ class FeaturePipeline:
                     out[i] = hist.features(call, keys[i], t)
                     hist.emit(call, keys[i], t, expected[i] if expected is not None else math.nan)
                 else:
-                    hist.observe(keys[i], wall[i], bool(err[i]), at_ms=t, call_id=call.call_id,
+                    hist.observe(keys[i], seen[i], bool(err[i]), at_ms=t, call_id=call.call_id,
                                  expected=expected[i] if expected is not None else math.nan)
         return out
 
@@ -302,10 +302,10 @@ class FeaturePipeline:
             self.memory.save(directory)
 
     @classmethod
-    def load(cls, directory: Path, embedder: Embedder | None) -> "FeaturePipeline":
+    def load(cls, directory: Path, embedder: Embedder | None, target: str = "wall") -> "FeaturePipeline":
         directory = Path(directory)
         state = json.loads((directory / "features.json").read_text())
-        pipe = cls(FeatureConfig.from_dict(state["config"]), embedder)
+        pipe = cls(FeatureConfig.from_dict(state["config"]), embedder, target)
         if pipe.names != state["names"]:
             raise ValueError("bundle features do not match this toollat version's feature layout")
         pipe.vocabs = {n: Vocab([int(h) for h in hashes]) for n, hashes in state["vocabs"].items()}

@@ -16,8 +16,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99)
-LONG_Y = float(np.log10(60.0))  # a long call takes at least 60 s
+from toollat.units import LEVELS, LONG_Y, to_ms  # noqa: F401  (re-exported for the models)
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Prediction:
         return self.q(0.9)
 
     def ms(self) -> np.ndarray:
-        return 1000.0 * 10.0 ** self.quantiles
+        return to_ms(self.quantiles)
 
     def __len__(self) -> int:
         return len(self.p_long)
@@ -51,6 +50,7 @@ def monotone(q: np.ndarray) -> np.ndarray:
 
 class LatencyModel(Protocol):
     kind: ClassVar[str]
+    levels: tuple[float, ...]
     long_threshold: float
 
     def fit(self, calls: pd.DataFrame, X: np.ndarray | None, y: np.ndarray, names: list[str]) -> "LatencyModel": ...

@@ -24,70 +24,81 @@ import pandas as pd
 from toollat.features.text import code, shell_command
 from toollat.ingest.families import tool_family
 
+from toollat.units import FLOOR_MS, history_ms
+
 from .base import LEVELS, LONG_Y, Prediction, monotone
 
 
-def _dist(y: np.ndarray) -> list[float]:
-    return [float(v) for v in np.quantile(y, LEVELS)] + [float((y >= LONG_Y).mean())]
+def _dist(y: np.ndarray, levels: tuple[float, ...]) -> list[float]:
+    return [float(v) for v in np.quantile(y, levels)] + [float((y >= LONG_Y).mean())]
 
 
 class GlobalMedian:
     kind: ClassVar[str] = "global_median"
 
-    def __init__(self) -> None:
+    def __init__(self, levels: tuple[float, ...] = LEVELS) -> None:
+        self.levels = tuple(levels)
         self.long_threshold = 0.5
         self.dist: list[float] = []
 
     def fit(self, calls, X, y, names) -> "GlobalMedian":
-        self.dist = _dist(y)
+        self.dist = _dist(y, self.levels)
         return self
 
     def predict(self, calls: pd.DataFrame, X=None) -> Prediction:
         n = len(calls)
         row = np.asarray(self.dist)
-        return Prediction(LEVELS, np.tile(row[:-1], (n, 1)), np.full(n, row[-1]))
+        return Prediction(self.levels, np.tile(row[:-1], (n, 1)), np.full(n, row[-1]))
 
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:
-        return {"dist": self.dist}
+        return {"levels": list(self.levels), "dist": self.dist}
 
     @classmethod
     def load(cls, directory: Path, prefix: str, state: dict[str, Any]) -> "GlobalMedian":
-        m = cls()
-        m.dist = list(state["dist"])
+        m = cls(tuple(state["levels"]))
+        m.dist = [float(x) for x in state["dist"]]
+        if len(m.dist) != len(m.levels) + 1:
+            raise ValueError("global_median: dist does not match levels")
         return m
 
 
 class PerToolMedian:
     kind: ClassVar[str] = "per_tool_median"
 
-    def __init__(self, min_calls: int = 5) -> None:
+    def __init__(self, min_calls: int = 5, levels: tuple[float, ...] = LEVELS) -> None:
         self.min_calls = min_calls
+        self.levels = tuple(levels)
         self.long_threshold = 0.5
         self.by_tool: dict[str, list[float]] = {}
         self.by_family: dict[str, list[float]] = {}
         self.overall: list[float] = []
 
     def fit(self, calls: pd.DataFrame, X, y, names) -> "PerToolMedian":
-        self.overall = _dist(y)
+        self.overall = _dist(y, self.levels)
         for col, store in (("tool_name", self.by_tool), ("tool_family", self.by_family)):
             for key, idx in calls.groupby(col).indices.items():
                 if len(idx) >= self.min_calls:
-                    store[str(key)] = _dist(y[idx])
+                    store[str(key)] = _dist(y[idx], self.levels)
         return self
 
     def row(self, tool: str) -> list[float]:
         return self.by_tool.get(tool) or self.by_family.get(tool_family(tool)) or self.overall
 
     def predict(self, calls: pd.DataFrame, X=None) -> Prediction:
-        rows = np.array([self.row(t) for t in calls["tool_name"]], dtype=np.float64).reshape(len(calls), len(LEVELS) + 1)
-        return Prediction(LEVELS, monotone(rows[:, :-1]), rows[:, -1])
+        rows = np.array([self.row(t) for t in calls["tool_name"]], dtype=np.float64).reshape(len(calls), len(self.levels) + 1)
+        return Prediction(self.levels, monotone(rows[:, :-1]), rows[:, -1])
+
+    def median_ms(self, tool: str) -> float:
+        """The tool's training median latency in ms (family, then all calls, as fallbacks)."""
+        return float(1000.0 * 10.0 ** self.row(tool)[self.levels.index(0.5)])
 
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:
-        return {"min_calls": self.min_calls, "by_tool": self.by_tool, "by_family": self.by_family, "overall": self.overall}
+        return {"min_calls": self.min_calls, "levels": list(self.levels), "by_tool": self.by_tool,
+                "by_family": self.by_family, "overall": self.overall}
 
     @classmethod
     def load(cls, directory: Path, prefix: str, state: dict[str, Any]) -> "PerToolMedian":
-        m = cls(state["min_calls"])
+        m = cls(state["min_calls"], tuple(state["levels"]))
         m.by_tool, m.by_family, m.overall = state["by_tool"], state["by_family"], state["overall"]
         return m
 
@@ -108,10 +119,12 @@ def command_key(tool: str, args_json: str | None) -> int:
 class PerCommandMean:
     kind: ClassVar[str] = "per_command_mean"
 
-    def __init__(self) -> None:
+    def __init__(self, levels: tuple[float, ...] = LEVELS, target: str = "wall") -> None:
+        self.levels = tuple(levels)
+        self.target = target
         self.long_threshold = 0.5
         self.sums: dict[int, list[float]] = {}  # key -> [n, sum of seconds]
-        self.tools = PerToolMedian()
+        self.tools = PerToolMedian(levels=self.levels)
 
     def fit(self, calls: pd.DataFrame, X, y, names) -> "PerCommandMean":
         self.tools.fit(calls, X, y, names)
@@ -127,7 +140,9 @@ class PerCommandMean:
         base = self.tools.predict(calls)
         keys = [command_key(t, a) for t, a in zip(calls["tool_name"], calls["args"])]
         emitted = calls["emitted_at"].astype("int64").to_numpy() if "emitted_at" in calls else np.arange(len(calls))
+        # a result arrives after its wall time; what it teaches is the target's latency
         wall = calls["wall_ms"].to_numpy(dtype=np.float64) if "wall_ms" in calls else None
+        seen = history_ms(calls, self.target) if wall is not None else None
         sums = {k: list(v) for k, v in self.sums.items()}
         p50 = np.empty(len(calls))
         arrivals: list[tuple[float, int]] = []  # (result time, row)
@@ -136,23 +151,31 @@ class PerCommandMean:
                 _, j = heapq.heappop(arrivals)
                 acc = sums.setdefault(keys[j], [0.0, 0.0])
                 acc[0] += 1
-                acc[1] += max(wall[j], 10.0) / 1000.0
+                acc[1] += max(seen[j], FLOOR_MS) / 1000.0
             acc = sums.get(keys[i])
             p50[i] = np.log10(max(acc[1] / acc[0], 0.01)) if acc and acc[0] else base.p50[i]
             if wall is not None and not np.isnan(wall[i]):
                 heapq.heappush(arrivals, (emitted[i] + wall[i], int(i)))
         shift = p50 - base.p50
-        return Prediction(LEVELS, monotone(base.quantiles + shift[:, None]), base.p_long)
+        return Prediction(self.levels, monotone(base.quantiles + shift[:, None]), base.p_long)
 
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:
-        return {"sums": [[k, v[0], v[1]] for k, v in self.sums.items()], "tools": self.tools.save(directory, prefix)}
+        return {"sums": [[k, v[0], v[1]] for k, v in self.sums.items()], "target": self.target,
+                "tools": self.tools.save(directory, prefix)}
 
     @classmethod
     def load(cls, directory: Path, prefix: str, state: dict[str, Any]) -> "PerCommandMean":
-        m = cls()
+        tools = PerToolMedian.load(directory, prefix, state["tools"])
+        m = cls(tools.levels, state["target"])
+        m.tools = tools
         m.sums = {int(k): [float(n), float(s)] for k, n, s in state["sums"]}
-        m.tools = PerToolMedian.load(directory, prefix, state["tools"])
         return m
 
 
 BASELINES = (GlobalMedian, PerToolMedian, PerCommandMean)
+
+
+def build_baselines(levels: tuple[float, ...], target: str) -> dict[str, object]:
+    """The three baselines, unfitted, for the given levels and target."""
+    return {"global_median": GlobalMedian(levels), "per_tool_median": PerToolMedian(levels=levels),
+            "per_command_mean": PerCommandMean(levels, target)}

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from .base import LEVELS, Prediction, monotone
+from .base import Prediction, monotone
 
 
 class Ensemble:
@@ -22,6 +22,9 @@ class Ensemble:
             raise ValueError("an ensemble needs one weight per member")
         total = float(sum(weights))
         self.members = members
+        self.levels = tuple(members[0].levels)
+        if any(tuple(m.levels) != self.levels for m in members):
+            raise ValueError("ensemble members must predict the same levels")
         self.weights = [w / total for w in weights]
         self.long_threshold = 0.5
 
@@ -35,7 +38,7 @@ class Ensemble:
         preds = [m.predict(calls, X) for m in self.members]
         q = sum(w * p.quantiles for w, p in zip(self.weights, preds))
         p_long = sum(w * p.p_long for w, p in zip(self.weights, preds))
-        return Prediction(LEVELS, monotone(q), p_long)
+        return Prediction(self.levels, monotone(q), p_long)
 
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:
         return {"weights": self.weights, "long_threshold": self.long_threshold,

@@ -24,7 +24,8 @@ from .lgbm import _best_f1_threshold
 class NearestNeighbours:
     kind: ClassVar[str] = "knn"
 
-    def __init__(self, spread_scale: float = 1.0, min_spread: float = 0.1):
+    def __init__(self, spread_scale: float = 1.0, min_spread: float = 0.1, levels: tuple[float, ...] = LEVELS):
+        self.levels = tuple(levels)
         self.spread_scale = spread_scale
         self.min_spread = min_spread
         self.long_threshold = 0.5
@@ -53,15 +54,15 @@ class NearestNeighbours:
 
     def predict(self, calls: pd.DataFrame | None, X: np.ndarray) -> Prediction:
         center, spread, p_long = self._center_spread(X)
-        q = center[:, None] + spread[:, None] * norm.ppf(np.asarray(LEVELS))[None, :]
-        return Prediction(LEVELS, monotone(q), p_long)
+        q = center[:, None] + spread[:, None] * norm.ppf(np.asarray(self.levels))[None, :]
+        return Prediction(self.levels, monotone(q), p_long)
 
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:
-        return {"spread_scale": self.spread_scale, "min_spread": self.min_spread, "cols": self.cols,
+        return {"spread_scale": self.spread_scale, "min_spread": self.min_spread, "levels": list(self.levels), "cols": self.cols,
                 "fallback": self.fallback, "long_threshold": self.long_threshold}
 
     @classmethod
     def load(cls, directory: Path, prefix: str, state: dict[str, Any]) -> "NearestNeighbours":
-        m = cls(state["spread_scale"], state["min_spread"])
+        m = cls(state["spread_scale"], state["min_spread"], tuple(state["levels"]))
         m.cols, m.fallback, m.long_threshold = list(state["cols"]), float(state["fallback"]), float(state["long_threshold"])
         return m

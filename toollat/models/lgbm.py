@@ -22,6 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from toollat.bundle import member
 from toollat.features.text import code
 
 from .base import LEVELS, LONG_Y, Prediction, monotone
@@ -157,8 +158,10 @@ class LightGBMQuantile:
     def load(cls, directory: Path, prefix: str, state: dict[str, Any]) -> "LightGBMQuantile":
         m = cls(state["params"], state["classifier"], tuple(state["levels"]), state["calibration_folds"],
                 state["calibration_min"], state["threads"], state["seed"])
-        m.heads = [lgb.Booster(model_file=str(directory / f)) for f in state["heads"]]
-        m.long = lgb.Booster(model_file=str(directory / state["long"]))
+        if len(state["heads"]) != len(m.levels):
+            raise ValueError("lgbm: one head per level expected")
+        m.heads = [lgb.Booster(model_file=str(member(directory, f))) for f in state["heads"]]
+        m.long = lgb.Booster(model_file=str(member(directory, state["long"])))
         m.long_threshold = float(state["long_threshold"])
         m.shifts = {k: [float(x) for x in v] for k, v in state["shifts"].items()}
         return m

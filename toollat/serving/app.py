@@ -123,7 +123,7 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
     app = FastAPI(title="toollat", version=predictor.model_version,
                   description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.")
-    model_ref = {"name": predictor.bundle.name, "version": predictor.model_version}
+    model_ref = {"name": predictor.name, "version": predictor.model_version}
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -174,7 +174,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
-        return {"status": "ok", "model": predictor.bundle.name, "version": predictor.model_version}
+        return {"status": "ok", "model": predictor.name, "version": predictor.model_version}
 
     @app.get("/v1/model")
     def model_info() -> dict[str, Any]:

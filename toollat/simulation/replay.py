@@ -19,17 +19,17 @@ from .simulator import POLICY_NAMES, SimulationResult, simulate
 
 
 def bundle_policies(predictor: Predictor) -> dict[str, object]:
-    card = predictor.bundle.card
-    human = card.get("human_gaps")
+    human = predictor.model.human_gaps_
     human_ms = human["ms"]["*"] if human else None
     levels = human["levels"] if human else None
     human_median_s = human_ms[levels.index(0.5)] / 1000.0 if human else DEFAULT_HUMAN_TTL_S
     out: dict[str, object] = {"toollat": HintPolicy(predictor.costs, human_quantiles_ms=human_ms)}
-    ptm = predictor.bundle.baselines.get("per_tool_median")
-    if ptm is not None:  # its stored distributions are log10 s at LEVELS; index 1 is the median
-        by_tool = {t: 10.0 ** d[1] for t, d in ptm.by_tool.items()}
-        by_family = {f: 10.0 ** d[1] for f, d in ptm.by_family.items()}
-        out["per_tool_median"] = PerToolMedianTTL.from_medians(by_tool, 10.0 ** ptm.overall[1], human_median_s, by_family)
+    ptm = predictor.model.baselines_.get("per_tool_median")
+    if ptm is not None:  # its stored distributions are log10 s at its levels
+        mid = ptm.levels.index(0.5)
+        by_tool = {t: 10.0 ** d[mid] for t, d in ptm.by_tool.items()}
+        by_family = {f: 10.0 ** d[mid] for f, d in ptm.by_family.items()}
+        out["per_tool_median"] = PerToolMedianTTL.from_medians(by_tool, 10.0 ** ptm.overall[mid], human_median_s, by_family)
     return out
 
 
