@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import corpus_file
-from toollat.ingest import ingest, load_calls
+from toollat.ingest import CorruptCallsFile, ingest, load_calls, write_calls
 
 CLAUDE = "PackmindHub__context-evaluator/claude-code/00acd976-784c-4077-95cd-19aa1b51739b.jsonl.gz"
 CODEX = "EntityProcess__agentv/codex/019ed50c-2fb3-7002-a384-360bea6e7f04.jsonl.gz"
@@ -146,3 +146,63 @@ def test_load_calls_applies_the_same_limit(claude_lines, clean, tmp_path):
     df, rep = load_calls([path], max_line_bytes=1024 * 1024)
     assert rep.skipped() == {"line too long": 1}
     assert set(df.call_id) == set(clean.index)
+
+
+# -- atomic outputs ----------------------------------------------------------------------------
+def test_sigkill_mid_write_leaves_the_previous_file(corpus, tmp_path):
+    """Kill a real `toollat ingest` while it writes: the previous table must survive intact."""
+    out = tmp_path / "calls.parquet"
+    write_calls(ingest([corpus_file(corpus, CLAUDE)]).table, out)
+    before = out.read_bytes()
+    proc = subprocess.Popen([*TOOLLAT, "ingest", corpus / "PackmindHub__context-evaluator", "--out", out, "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    caught = None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        tmps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        if tmps:  # the write has begun: kill it now
+            os.kill(proc.pid, signal.SIGKILL)
+            caught = tmps[0]
+            break
+        time.sleep(0.0005)
+    proc.wait(timeout=30)
+    assert caught is not None, "the output was never written through a temp file beside it"
+    assert proc.returncode == -signal.SIGKILL
+    assert out.read_bytes() == before, "the previous table was damaged by a killed write"
+    pd.read_parquet(out)  # and it still reads
+
+
+def test_failed_write_cleans_up_and_keeps_the_old_file(corpus, tmp_path):
+    out = tmp_path / "calls.parquet"
+    table = ingest([corpus_file(corpus, CLAUDE)]).table
+    write_calls(table, out)
+    before = out.read_bytes()
+    with pytest.raises(Exception):
+        write_calls(table.drop_columns(["call_id"]).append_column("call_id", [[object()] * 0]), out)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["calls.parquet"]
+
+
+@pytest.mark.parametrize("keep", [0, 4, 1000, -8])
+def test_truncated_parquet_is_reported_as_corrupt(corpus, tmp_path, keep):
+    out = tmp_path / "calls.parquet"
+    write_calls(ingest([corpus_file(corpus, CLAUDE)]).table, out)
+    data = out.read_bytes()
+    out.write_bytes(data[:keep])
+    with pytest.raises(CorruptCallsFile, match=f"corrupt file: {out}"):
+        load_calls([out])
+
+
+def test_evaluate_data_names_the_corrupt_file(tmp_path, capsys):
+    """What `evaluate/simulate --data x.parquet` say (their shared data step, before any model work)."""
+    import typer
+
+    from toollat.cli import _data
+
+    out = tmp_path / "calls.parquet"
+    out.write_bytes(b"PAR1")
+    with pytest.raises(typer.Exit) as exc:
+        _data([out], progress=False)
+    err = capsys.readouterr().err.replace("\n", "")
+    assert exc.value.exit_code == 2
+    assert f"corrupt file: {out}" in err and "no tool calls found" not in err

@@ -20,10 +20,10 @@ from .families import FAMILIES, tool_family
 from .files import MAX_LINE_BYTES, discover
 from .registry import detect
 from .report import FileReport, IngestReport
-from .table import COLUMNS, SCHEMA, finalize, is_calls_parquet, read_calls, write_calls
+from .table import COLUMNS, SCHEMA, CorruptCallsFile, finalize, is_calls_parquet, read_calls, write_calls
 
 __all__ = [
-    "FAMILIES", "COLUMNS", "SCHEMA", "IngestReport", "IngestResult", "ingest", "load_calls",
+    "FAMILIES", "COLUMNS", "SCHEMA", "CorruptCallsFile", "IngestReport", "IngestResult", "ingest", "load_calls",
     "read_calls", "tool_family", "write_calls",
 ]
 

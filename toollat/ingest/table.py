@@ -13,6 +13,7 @@ before it); the simulator uses them for human gaps.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +123,55 @@ def finalize(rows: list[dict[str, Any]], report: IngestReport) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
+class CorruptCallsFile(ValueError):
+    """A calls table that cannot be read: truncated, damaged, or not Parquet despite its name."""
+
+
 def write_calls(table: pa.Table, path: str | Path) -> None:
+    """Write the table atomically: a temp file beside ``path``, synced, then renamed over it.
+
+    A crash or SIGKILL mid-write leaves the previous file as it was (and at worst a stale
+    ``.<name>.<pid>.tmp`` beside it), never a half-written table under the real name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut after it keeps the new name)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory; the rename still happened
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_calls(path: str | Path) -> pd.DataFrame:
-    """A canonical Parquet table as a DataFrame; raises ``ValueError`` if columns are missing."""
-    table = pq.read_table(path)
+    """A canonical Parquet table as a DataFrame.
+
+    Raises ``CorruptCallsFile`` if the file cannot be read as Parquet, ``ValueError`` if it is
+    Parquet but lacks columns of the calls table.
+    """
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise CorruptCallsFile(f"corrupt file: {path} cannot be read as a Parquet calls table ({e})") from None
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path} is not a toollat calls table: missing columns {missing}")
@@ -138,7 +179,13 @@ def read_calls(path: str | Path) -> pd.DataFrame:
 
 
 def is_calls_parquet(path: Path) -> bool:
-    """True if ``path`` is a Parquet file (magic ``PAR1``)."""
+    """True if ``path`` is meant as a Parquet table: magic ``PAR1``, or a ``.parquet`` name.
+
+    A truncated or emptied ``.parquet`` file then fails loudly as corrupt in ``read_calls``
+    instead of being read as an unsupported log with no calls in it.
+    """
+    if path.suffix.lower() == ".parquet":
+        return True
     try:
         with open(path, "rb") as fh:
             return fh.read(4) == b"PAR1"
