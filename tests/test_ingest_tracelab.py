@@ -43,3 +43,40 @@ def test_gzip_jsonl(tracelab, tmp_path):
     with open(tracelab / "sanitized_round_trace.jsonl", "rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
     assert len(ingest([gz]).to_pandas()) == 19
+
+
+def test_private_and_public_forms_together_are_copies(tracelab, tmp_path):
+    """The same 19 rounds in both forms: ids are pseudonymized in the public one, so the copies
+    are recognised by round and tool index, timestamps and sizes; the private form is kept."""
+    priv = ingest([tracelab / "derived_round_trace.jsonl"]).to_pandas()
+    both = ingest([tracelab / "sanitized_round_trace.jsonl", tracelab / "derived_round_trace.jsonl"])
+    rep = both.report.to_dict()
+    df = both.to_pandas()
+    assert len(df) == len(priv) and rep["duplicates_dropped"] == len(priv)
+    assert rep["duplicates_by_agent"] == priv.agent.value_counts().to_dict()
+    assert set(df.call_id) == set(priv.call_id) and df.args.notna().all()   # the form with arguments
+    assert rep["sessions_by_agent"] == {"claude_code": 1, "codex": 1}
+    # The public release as DuckDB with the private JSONL: the same copies.
+    db = tmp_path / "syfi_coding_trace.duckdb"
+    write_release_duckdb([tracelab / "sanitized_round_trace.jsonl"], db)
+    mixed = ingest([db, tracelab / "derived_round_trace.jsonl"])
+    assert mixed.report.duplicates_dropped == len(priv) and set(mixed.to_pandas().call_id) == set(priv.call_id)
+
+
+def test_distinct_rounds_are_not_taken_for_copies(tracelab, tmp_path):
+    """A public row whose timestamps moved by 1 ms is another call, not a copy."""
+    import json
+    from datetime import datetime, timedelta
+
+    def later(ts: str) -> str:
+        dt = datetime.fromisoformat(ts.replace("Z", "+00:00")) + timedelta(milliseconds=1)
+        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    rows = [json.loads(l) for l in (tracelab / "sanitized_round_trace.jsonl").read_text().splitlines() if l.strip()]
+    for r in rows:
+        for t in r["tools"]:
+            t["emitted_at"], t["result_at"] = later(t["emitted_at"]), later(t["result_at"])
+    shifted = tmp_path / "shifted.jsonl"
+    shifted.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    res = ingest([shifted, tracelab / "derived_round_trace.jsonl"])
+    assert res.report.duplicates_dropped == 0 and len(res.to_pandas()) == 38

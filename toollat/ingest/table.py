@@ -79,8 +79,39 @@ READER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Row field (not a column) by which readers mark calls that can be copies under other ids.
+COPY_KEY = "_copy_key"
+
+
 def empty_table() -> pa.Table:
     return SCHEMA.empty_table()
+
+
+def drop_copies(df: pd.DataFrame, report: IngestReport) -> pd.DataFrame:
+    """Keep each call once; count the copies in ``report``.
+
+    Forked and resumed sessions repeat their history with the same call ids: the first read
+    (``_order``: file order, then line order) is kept. TraceLab's private and public forms of
+    one round carry different (pseudonymized) ids, so TraceLab rows also carry ``COPY_KEY``
+    (what pseudonymization leaves alone); of a key's copies the one with arguments is kept.
+    """
+    dup = df["call_id"].duplicated(keep="first")
+    dropped = df.loc[dup, "agent"]
+    df = df.loc[~dup]
+    if COPY_KEY in df.columns and df[COPY_KEY].notna().any():
+        keyed = df.loc[df[COPY_KEY].notna(), [COPY_KEY, "args", "_order"]]
+        keyed = keyed.assign(_no_args=keyed["args"].isna()).sort_values([COPY_KEY, "_no_args", "_order"], kind="stable")
+        copies = keyed.index[keyed.duplicated(COPY_KEY, keep="first")]
+        if len(copies):
+            report.table_notes["TraceLab private and public forms of the same call (kept the one with arguments)"] += len(copies)
+            dropped = pd.concat([dropped, df.loc[copies, "agent"]])
+            df = df.drop(index=copies)
+    report.duplicates_dropped += len(dropped)
+    by_agent = dict(report.duplicates_by_agent)
+    for k, v in dropped.value_counts().items():
+        by_agent[k] = by_agent.get(k, 0) + int(v)
+    report.duplicates_by_agent = by_agent
+    return df
 
 
 def finalize(rows: list[dict[str, Any]], report: IngestReport) -> pa.Table:
@@ -90,10 +121,7 @@ def finalize(rows: list[dict[str, Any]], report: IngestReport) -> pa.Table:
     df = pd.DataFrame.from_records(rows)
     df["_order"] = np.arange(len(df))
 
-    dup = df["call_id"].duplicated(keep="first")
-    report.duplicates_dropped += int(dup.sum())
-    report.duplicates_by_agent = {k: int(v) for k, v in df.loc[dup, "agent"].value_counts().items()}
-    df = df.loc[~dup]
+    df = drop_copies(df, report)
 
     df["wall_ms"] = (df["result_at"] - df["emitted_at"]).astype("float64")
     negative = df["wall_ms"] < 0

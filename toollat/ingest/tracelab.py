@@ -5,7 +5,8 @@ input_tokens_total, output_tokens, timing_events[], tools[]``. Each ``tools[]`` 
 (``tool_call_id, tool_name, emitted_at, result_at, tool_wall_latency_ms,
 tool_internal_latency_ms, is_error, input_chars, result_chars`` and, in private rows only,
 ``input``). The calls of one round are one parallel group. Public rows carry no ``input``, so
-``args`` is null for them.
+``args`` is null for them. The same rounds read in both forms are recognised as copies
+(``COPY_KEY``: round and tool index, tool name, timestamps, sizes and token counts) and kept once.
 
 The release DuckDB holds the same data in tables ``rounds`` (surrogate key ``round_pk``),
 ``tool_calls``, ``timing_events`` and ``trace_source``; ``round_id`` and ``trace_key`` are not
@@ -23,6 +24,7 @@ from typing import Any
 from .base import ReadContext, Turns, as_int, drive_json_lines, new_row
 from .files import InputFile, decode_line, iter_lines, parse_ts_ms
 from .report import FileReport
+from .table import COPY_KEY
 
 AGENTS = {"claude": "claude_code", "claude_code": "claude_code", "codex": "codex"}
 DUCKDB_MAGIC = b"DUCK"  # at byte offset 8 of a DuckDB database file
@@ -151,6 +153,11 @@ class _Rounds:
         )
         if project:
             row["source"] = project
+        # The private and public forms of a round share everything but ids and names (the public
+        # one pseudonymizes them), so a copy is recognised by what pseudonymization leaves alone.
+        row[COPY_KEY] = "|".join(str(v) for v in (
+            provider, ridx, tool.get("tool_index"), name, emitted, result, as_int(tool.get("input_chars")),
+            as_int(tool.get("result_chars")), as_int(rnd.get("input_tokens_total")), as_int(rnd.get("output_tokens"))))
         return row
 
 
