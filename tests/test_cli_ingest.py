@@ -70,8 +70,10 @@ def test_ingest_local_with_nothing_there(tmp_path):
     env.pop("CLAUDE_CONFIG_DIR", None)
     env.pop("CODEX_HOME", None)
     proc = toollat("ingest", "--local", "--out", tmp_path / "x.parquet", env=env, check=False)
-    assert proc.returncode != 0
-    assert "no local agent logs found" in proc.stderr and str(tmp_path / ".claude" / "projects") in proc.stderr.replace("\n", "")
+    assert proc.returncode == 1
+    err = proc.stderr.replace("\n", "")
+    assert "no local agent logs found" in err and str(tmp_path / ".claude" / "projects") in err
+    assert err.count("error:") == 1 and "give log files" not in err   # said once, not twice
 
 
 def test_ingest_missing_path_is_a_clear_error(tmp_path):

@@ -73,7 +73,10 @@ def ingest(
     if local:
         found = find_local_logs()
         if not found:
-            console.print("no local agent logs found; looked in: " + ", ".join(str(d) for d in local_log_dirs()))
+            looked = "no local agent logs found; looked in: " + ", ".join(str(d) for d in local_log_dirs())
+            if not inputs:  # nothing else to read: this is the whole story, said once
+                fail(looked, 1)
+            console.print(looked)
         inputs += found
     if not inputs:
         fail("give log files or directories, or --local")
