@@ -104,10 +104,7 @@ def _data(paths: list[Path], progress: bool):
     if missing:
         fail(f"no such file or directory: {', '.join(missing)}")
     try:
-        try:
         df, _ = load_calls(paths, progress=progress)
-    except ValueError as e:  # a corrupt or foreign .parquet: say which file
-        fail(str(e))
     except ValueError as e:  # a corrupt or foreign .parquet: say which file
         fail(str(e))
     if len(df) == 0:
