@@ -22,7 +22,7 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# models/default/: the whole shared corpus, all tools, held-out and leave-one-source-out
+# toollat/bundles/default/ (shipped in the package): the whole shared corpus, all tools, held-out and leave-one-source-out
 # metrics in its card, refit on every call for export.
 default-model: $(STAMP)
 	$(PY) train.py +exp=default_model

@@ -128,3 +128,50 @@ def test_garbage_model_text_is_refused(copy, embedder):
     (copy / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError):
         ToolLatencyModel.load(copy, embedder)
+
+
+def _rewrite_card(copy, edit):
+    card = json.loads((copy / "card.json").read_text())
+    edit(card)
+    (copy / "card.json").write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize("where", ["heads", "long"])
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd"])
+def test_card_cannot_name_files_outside_the_bundle(copy, embedder, where, name):
+    def edit(card):
+        st = card["state"]["model"]["state"]
+        if where == "heads":
+            st["heads"][0] = name
+        else:
+            st["long"] = name
+    _rewrite_card(copy, edit)
+    with pytest.raises(BundleError, match="not a file of the bundle"):
+        ToolLatencyModel.load(copy, embedder)
+
+
+def test_symlinks_and_unlisted_files_are_refused(copy, embedder, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    (copy / "extra.txt").symlink_to(outside)
+    with pytest.raises(BundleError, match="not a regular file"):
+        ToolLatencyModel.load(copy, embedder)
+    (copy / "extra.txt").unlink()
+    (copy / "extra.txt").write_text("not listed")
+    with pytest.raises(BundleError, match="not listed in the card"):
+        ToolLatencyModel.load(copy, embedder)
+
+
+def test_a_listed_file_replaced_by_a_symlink_is_refused(copy, embedder, tmp_path):
+    target = copy / "model_q50.txt"
+    moved = tmp_path / "q50.txt"
+    shutil.move(target, moved)
+    target.symlink_to(moved)  # same bytes, same checksum, but it points out of the bundle
+    with pytest.raises(BundleError, match="not a regular file"):
+        ToolLatencyModel.load(copy, embedder)
+
+
+def test_invalid_card_values_are_refused(copy, embedder):
+    _rewrite_card(copy, lambda c: c["params"]["hints"].update(breakeven_s=None))
+    with pytest.raises(BundleError, match="finite"):
+        ToolLatencyModel.load(copy, embedder)

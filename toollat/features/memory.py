@@ -37,11 +37,12 @@ class NeighborMemory:
         n = np.bincount(inv).astype(np.float64)
         s = np.bincount(inv, weights=y)
         s2 = np.bincount(inv, weights=y * y)
-        mem.vecs = np.ascontiguousarray(vecs[used], dtype=np.float32)
-        mem.n = n
-        mem.mean = s / n
-        mem.var = np.maximum(s2 / n - mem.mean ** 2, 0.0)
-        mem.long = np.bincount(inv, weights=(y >= LONG_Y).astype(np.float64)) / n
+        # held at the precision the bundle stores (float16 vectors, float32 statistics), so a
+        # saved and reloaded memory answers exactly as the one that was fitted
+        mem.vecs = np.ascontiguousarray(vecs[used], dtype=np.float16).astype(np.float32)
+        stats = np.stack([n, s / n, np.maximum(s2 / n - (s / n) ** 2, 0.0),
+                          np.bincount(inv, weights=(y >= LONG_Y).astype(np.float64)) / n], axis=1)
+        mem.n, mem.mean, mem.var, mem.long = stats.astype(np.float32).astype(np.float64).T.copy()
         return mem
 
     def __len__(self) -> int:
