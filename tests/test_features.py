@@ -1,4 +1,4 @@
-"""Feature pipeline: causality (DESIGN.md contract) on real sessions, and the shell parser.
+"""Feature pipeline: causality (docs/ARCHITECTURE.md contract) on real sessions, and the shell parser.
 
 Causality: changing the labels or results of calls emitted at or after call c, or in c's
 parallel group (c included), leaves c's features unchanged, both when features are built for

@@ -1,4 +1,4 @@
-"""Features parsed from a call's arguments (DESIGN.md "arguments, parsed").
+"""Features parsed from a call's arguments (docs/ARCHITECTURE.md, "Features").
 
 Shell commands: program, subcommand, pipelines, ``&&`` chains, ``cd`` prefixes, explicit
 timeouts and sleeps, background flags, coarse categories (test, build, network, ...), and the

@@ -4,7 +4,7 @@ A ``SessionHistory`` holds one session's completed calls. ``features(call, keys,
 reads it at the moment a call is emitted; ``emit`` records the emission; ``observe`` adds a
 result when it arrives. Training replays each session through the same object (``replay``),
 making a result visible only after it arrived *and* after the last call of its parallel group
-was emitted, so a call never sees its own group's results or anything later (DESIGN.md).
+was emitted, so a call never sees its own group's results or anything later (docs/ARCHITECTURE.md, "Causality").
 The Predictor keeps one ``SessionHistory`` per live session and feeds it ``observe`` calls.
 
 Latencies are in log10 seconds with the 10 ms floor (``to_log``), like the target.

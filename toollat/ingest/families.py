@@ -1,6 +1,6 @@
 """Tool name -> tool family: the one mapping used everywhere (ingest, features, baselines).
 
-Families (DESIGN.md): shell, search, read, edit, write, web, agent, human, plan, mcp, other.
+Families (docs/ARCHITECTURE.md, "Canonical calls table"): shell, search, read, edit, write, web, agent, human, plan, mcp, other.
 Claude Code, Codex and TraceLab names are listed explicitly; MCP tools are folded into
 ``mcp`` by their prefix (Claude Code ``mcp__server__tool``; Codex tools whose namespace
 starts with ``mcp__`` are named that way by the Codex reader). Anything unknown is ``other``.

@@ -1,4 +1,4 @@
-"""The canonical calls table (DESIGN.md): its columns, how rows become it, and Parquet I/O.
+"""The canonical calls table (docs/ARCHITECTURE.md): its columns, how rows become it, and Parquet I/O.
 
 One row per tool call that has both an emission and a result. Readers produce row dicts with
 the *reader fields* below; ``finalize`` adds the table-level columns (``seq``, ``wall_ms``,
@@ -114,11 +114,11 @@ def drop_copies(df: pd.DataFrame, report: IngestReport) -> pd.DataFrame:
     return df
 
 
-def finalize(rows: list[dict[str, Any]], report: IngestReport) -> pa.Table:
-    """Rows from all readers -> the canonical table (see module docstring)."""
-    if not rows:
+def finalize(rows: list[dict[str, Any]] | pd.DataFrame, report: IngestReport) -> pa.Table:
+    """Rows from all readers (dicts, or frames of them concatenated in file order) -> the canonical table."""
+    if len(rows) == 0:
         return empty_table()
-    df = pd.DataFrame.from_records(rows)
+    df = rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(rows)
     df["_order"] = np.arange(len(df))
 
     df = drop_copies(df, report)

@@ -1,4 +1,4 @@
-"""Baselines, always reported beside the model (DESIGN.md).
+"""Baselines, always reported beside the model (docs/ARCHITECTURE.md, "Evaluation").
 
 - ``global_median``: the training distribution of all calls, whatever the call.
 - ``per_tool_median``: the training distribution of the call's tool (what TraceLab's per-tool

@@ -5,7 +5,7 @@
 ``gaps`` turns a canonical calls table into gaps, ``policies`` decides per gap (static TTL,
 per-tool median, toollat's hint, oracle), ``metrics`` scores a decision. The definitions
 (hit, storage ratio, amplification, the headline's interpolation) are in those modules'
-docstrings; DESIGN.md "KV-cache simulation" is the contract.
+docstrings; docs/ARCHITECTURE.md "KV-cache simulation" is the contract.
 """
 from __future__ import annotations
 
