@@ -40,8 +40,9 @@ from toollat.features.pipeline import FeatureConfig, FeaturePipeline
 from toollat.features.text import code
 from toollat.hints import HintCosts
 from toollat.models import MODELS, LatencyModel, Prediction, build, build_baselines
+from toollat.models.bounds import DurationBounds
 from toollat.units import (LEVELS, LONG_MS, P_LONG_COLUMN, TARGETS, check_levels, history_ms, p_exceeds,
-                           prediction_columns, target_ms, to_log10_s)
+                           prediction_columns, target_ms, to_log10_s, to_ms)
 
 MODEL = "toollat"
 BASELINE_ORDER = ("per_tool_median", "per_command_mean", "global_median")
@@ -95,7 +96,8 @@ class ToolLatencyModel:
     def __init__(self, *, name: str = "toollat", target: str = "wall", tools: dict[str, Any] | None = None,
                  levels: tuple[float, ...] | list[float] = LEVELS, features: dict[str, Any] | None = None,
                  model: dict[str, Any] | None = None, hints: dict[str, Any] | None = None,
-                 threads: int = 2, seed: int = 0, embedder: Embedder | None = None):
+                 bounds: dict[str, Any] | None = None, threads: int = 2, seed: int = 0,
+                 embedder: Embedder | None = None):
         self.name = name
         self.target = target
         self.tools = tools
@@ -103,12 +105,13 @@ class ToolLatencyModel:
         self.features = features
         self.model = model
         self.hints = hints
+        self.bounds = bounds
         self.threads = threads
         self.seed = seed
         self.embedder = embedder  # a runtime resource (the encoder and its cache), not saved
 
     # -- parameters ---------------------------------------------------------------------------
-    PARAMS = ("name", "target", "tools", "levels", "features", "model", "hints", "threads", "seed")
+    PARAMS = ("name", "target", "tools", "levels", "features", "model", "hints", "bounds", "threads", "seed")
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's hyper-parameters (JSON-able; ``embedder`` is a runtime resource)."""
@@ -119,7 +122,7 @@ class ToolLatencyModel:
         """From a resolved training config (``conf/config.yaml`` and its groups)."""
         return cls(name=cfg["name"], target=cfg["target"]["name"], tools=cfg.get("tools"),
                    levels=tuple(cfg.get("levels", LEVELS)), features=dict(cfg["features"]),
-                   model=dict(cfg["model"]), hints=dict(cfg["hints"]),
+                   model=dict(cfg["model"]), hints=dict(cfg["hints"]), bounds=dict(cfg.get("bounds") or {}),
                    threads=cfg.get("threads", 2), seed=cfg.get("seed", 0), embedder=embedder)
 
     def _checked(self) -> tuple[tuple[float, ...], FeatureConfig, dict[str, Any], HintCosts]:
@@ -141,6 +144,10 @@ class ToolLatencyModel:
         bad = {k: v for k, v in hints.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
         if bad:
             raise ValueError(f"hint costs must be finite numbers; got {bad}")
+        try:
+            DurationBounds.from_dict(self.bounds)
+        except TypeError as e:
+            raise ValueError(f"bounds: {e}") from None
         return levels, FeatureConfig(**feats), spec, HintCosts(**hints)
 
     @property
@@ -171,6 +178,7 @@ class ToolLatencyModel:
         sub, Xs, ys = calls[rows].reset_index(drop=True), X[rows], to_log10_s(y[rows])
         t = time.perf_counter()
         self.pipeline_ = pipeline
+        self.bounds_ = DurationBounds.from_dict(self.bounds)
         self.model_: LatencyModel = build(spec, levels, threads=self.threads, seed=self.seed).fit(sub, Xs, ys, pipeline.names)
         self.baselines_: dict[str, LatencyModel] = {n: b.fit(sub, None, ys, pipeline.names)
                                                     for n, b in build_baselines(levels, self.target).items()}
@@ -216,10 +224,17 @@ class ToolLatencyModel:
         return pred
 
     def predict_matrix(self, calls, X: np.ndarray) -> Prediction:
-        """The learned model's prediction from a feature matrix (the Predictor's hot path), its
-        long-call probability made consistent with its quantiles (``units.p_exceeds``)."""
+        """The learned model's prediction from a feature matrix (the Predictor's hot path): the
+        explicit durations of the arguments applied (``models.bounds``) and the long-call
+        probability made consistent with the quantiles (``units.p_exceeds``). ``calls`` needs
+        ``tool_family`` and ``tool_name``."""
         pred = self.model_.predict(calls, X)
-        return Prediction(pred.levels, pred.quantiles, p_exceeds(pred.levels, pred.ms(), LONG_MS, pred.p_long))
+        q = pred.quantiles
+        lim = self.bounds_.limits(calls["tool_name"], X, self.feature_names_)
+        if lim is not None:
+            q = self.bounds_.apply(pred.levels, q, *lim)
+        return Prediction(pred.levels, q, p_exceeds(pred.levels, to_ms(q), LONG_MS, pred.p_long))
+
 
     def predict(self, calls: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
         """``pred_p10_ms`` .. ``pred_p99_ms`` (one per level) and ``pred_p_long``, indexed like ``calls``."""
@@ -284,6 +299,7 @@ class ToolLatencyModel:
             if fcfg.uses_text and m.embedder is None:
                 m._embedder()
             m.pipeline_ = FeaturePipeline.load(path, m.embedder, target=m.target)
+            m.bounds_ = DurationBounds.from_dict(m.bounds)
             m.model_ = MODELS[state["model"]["kind"]].load(path, "model", state["model"]["state"])
             m.baselines_ = {n: MODELS[b["kind"]].load(path, n, b["state"]) for n, b in state["baselines"].items()}
             if set(m.baselines_) != set(BASELINE_ORDER):

@@ -194,7 +194,8 @@ class Predictor:
                 expected.append(exp)
                 if hist is not None:
                     hist.emit(call, k, t, exp)
-        pred = self.model.predict_matrix({"tool_family": [c.family for c in parsed]}, rows)
+        pred = self.model.predict_matrix({"tool_family": [c.family for c in parsed],
+                                          "tool_name": [c.tool for c in parsed]}, rows)
         ms = pred.ms()
         p_long = pred.p_long
         actions, ttls, thens = decide_plans(self.levels, ms, self.costs)
