@@ -62,6 +62,7 @@ def ingest(
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep home paths, e-mails and tokens in arguments.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
     max_line_mb: Annotated[float, typer.Option("--max-line-mb", help="Skip (and count) log lines longer than this.")] = 16.0,
+    dask: Annotated[str | None, typer.Option("--dask", help="Read the files on a Dask cluster: tcp://HOST:PORT, or local[:N] for N local worker processes. --out is then a directory (one Parquet file per source).")] = None,
 ) -> None:
     """Read agent logs into the canonical calls table (Parquet) and say what was read and skipped."""
     from toollat.ingest import ingest as run_ingest, write_calls
@@ -69,6 +70,8 @@ def ingest(
 
     if not max_line_mb > 0:
         fail("--max-line-mb must be positive")
+    if dask is not None and (out.suffix == ".parquet" or out.is_file()):
+        fail("with --dask, --out is a directory (the dataset: one Parquet file per source), e.g. --out calls/")
     inputs = list(paths or [])
     if local:
         found = find_local_logs()
@@ -80,20 +83,47 @@ def ingest(
         inputs += found
     if not inputs:
         fail("give log files or directories, or --local")
-    try:
-        result = run_ingest(inputs, redact=not no_redact, progress=not as_json and sys.stderr.isatty(),
-                            max_line_bytes=int(max_line_mb * 1024 * 1024))
-    except FileNotFoundError as e:
-        fail(str(e))
+    if dask is not None:
+        result = _ingest_on_cluster(inputs, dask, redact=not no_redact, max_line_bytes=int(max_line_mb * 1024 * 1024))
+    else:
+        try:
+            result = run_ingest(inputs, redact=not no_redact, progress=not as_json and sys.stderr.isatty(),
+                                max_line_bytes=int(max_line_mb * 1024 * 1024))
+        except FileNotFoundError as e:
+            fail(str(e))
     if result.table.num_rows == 0:
         result.report.render(console)
         fail("no tool calls found in the given paths", 1)
-    write_calls(result.table, out)
+    if dask is not None:
+        from toollat.ingest.cluster import write_dataset
+
+        write_dataset(result.table, out)
+    else:
+        write_calls(result.table, out)
     result.report.out = str(out)
     if as_json:
         print(result.report.to_json())
     else:
         result.report.render(Console())
+
+
+def _ingest_on_cluster(inputs: list[Path], address: str, redact: bool, max_line_bytes: int):
+    """`ingest --dask`: the files read on the cluster's workers (toollat.ingest.cluster)."""
+    from toollat.ingest import IngestResult
+    from toollat.ingest.cluster import client_for, ingest_on_cluster
+
+    try:
+        client = client_for(address)
+    except (OSError, TimeoutError, ValueError) as e:
+        fail(f"cannot reach the Dask cluster {address!r}: {e}")
+    try:
+        with client:
+            table, report = ingest_on_cluster(inputs, client, redact=redact, max_line_bytes=max_line_bytes)
+            if client.cluster is not None and address.startswith("local"):
+                client.cluster.close()
+    except FileNotFoundError as e:
+        fail(str(e))
+    return IngestResult(table, report)
 
 
 def _data(paths: list[Path], progress: bool):

@@ -3,7 +3,8 @@
 ``ingest(paths)`` walks files and directories, detects each file's format by content
 (``registry.py``), reads it with its reader, and assembles one table. Every line of every file
 is accounted for in the returned ``IngestReport``. ``load_calls(paths)`` is what the rest of
-toollat uses: it takes raw logs, directories or a canonical Parquet table alike.
+toollat uses: it takes raw logs, directories, a canonical Parquet table or a dataset directory
+written by ``ingest --dask`` (``cluster.py``) alike.
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import pyarrow as pa
 
 from .base import ReadContext
 from .families import FAMILIES, tool_family
-from .files import MAX_LINE_BYTES, discover
+from .files import MAX_LINE_BYTES, InputFile, discover
 from .registry import detect
 from .report import FileReport, IngestReport
-from .table import COLUMNS, SCHEMA, CorruptCallsFile, finalize, is_calls_parquet, read_calls, write_calls
+from .table import COLUMNS, SCHEMA, CorruptCallsFile, finalize, is_calls_dataset, is_calls_parquet, read_calls, write_calls
 
 __all__ = [
     "FAMILIES", "COLUMNS", "SCHEMA", "CorruptCallsFile", "IngestReport", "IngestResult", "ingest", "load_calls",
@@ -52,27 +53,40 @@ def ingest(paths: Sequence[str | Path], redact: bool = True, progress: bool = Fa
     with bar:
         task = bar.add_task("reading logs", total=len(files))
         for f in files:
-            fr = FileReport(path=f.display, source=f.source)
+            fr, file_rows = read_file(f, ctx)
             report.files.append(fr)
-            reader, what = detect(f.path, max_line_bytes)
-            if reader is None:
-                fr.unsupported = what
-                _count_unsupported_lines(f.path, fr, what)
-            else:
-                fr.format = reader.name
-                for row in reader.read(f, fr, ctx):
-                    row.setdefault("source", f.source)
-                    row["format"] = reader.name
-                    rows.append(row)
+            rows.extend(file_rows)
             bar.update(task, advance=1, description=f"reading {f.display[-50:]}")
     table = finalize(rows, report)
+    summarize(table, report)
+    report.seconds = time.perf_counter() - started
+    return IngestResult(table, report)
+
+
+def read_file(f: InputFile, ctx: ReadContext) -> tuple[FileReport, list[dict]]:
+    """One file's rows (reader fields, before ``finalize``) and its report."""
+    fr = FileReport(path=f.display, source=f.source)
+    reader, what = detect(f.path, ctx.max_line_bytes)
+    rows: list[dict] = []
+    if reader is None:
+        fr.unsupported = what
+        _count_unsupported_lines(f.path, fr, what)
+    else:
+        fr.format = reader.name
+        for row in reader.read(f, fr, ctx):
+            row.setdefault("source", f.source)
+            row["format"] = reader.name
+            rows.append(row)
+    return fr, rows
+
+
+def summarize(table: pa.Table, report: IngestReport) -> None:
+    """Calls and sessions by agent, from the finished table."""
     if table.num_rows:
         agent = table.column("agent").to_pandas()
         sessions = table.select(["agent", "session_id"]).to_pandas().drop_duplicates()
         report.calls_by_agent = {k: int(v) for k, v in agent.value_counts().items()}
         report.sessions_by_agent = {k: int(v) for k, v in sessions["agent"].value_counts().items()}
-    report.seconds = time.perf_counter() - started
-    return IngestResult(table, report)
 
 
 def _count_unsupported_lines(path: Path, fr: FileReport, what: str | None) -> None:
@@ -93,7 +107,7 @@ def _count_unsupported_lines(path: Path, fr: FileReport, what: str | None) -> No
 def load_calls(paths: Sequence[str | Path], redact: bool = True, progress: bool = False,
                max_line_bytes: int = MAX_LINE_BYTES) -> tuple[pd.DataFrame, IngestReport | None]:
     """Calls from canonical Parquet tables and/or anything ``ingest`` reads, as one DataFrame."""
-    parquet = [Path(p) for p in paths if Path(p).is_file() and is_calls_parquet(Path(p))]
+    parquet = [Path(p) for p in paths if (Path(p).is_file() and is_calls_parquet(Path(p))) or is_calls_dataset(Path(p))]
     raw = [p for p in paths if Path(p) not in parquet]
     frames = [read_calls(p) for p in parquet]
     report = None

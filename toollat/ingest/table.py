@@ -196,6 +196,8 @@ def read_calls(path: str | Path) -> pd.DataFrame:
     Raises ``CorruptCallsFile`` if the file cannot be read as Parquet, ``ValueError`` if it is
     Parquet but lacks columns of the calls table.
     """
+    if Path(path).is_dir():
+        return _read_dataset(Path(path))
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
@@ -204,6 +206,31 @@ def read_calls(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path} is not a toollat calls table: missing columns {missing}")
     return table.to_pandas()
+
+
+def _read_dataset(path: Path) -> pd.DataFrame:
+    """A dataset written by ``ingest --dask`` (one file per source) as the canonical table:
+    its parts concatenated and put back in table order (session, then ``seq``)."""
+    parts = dataset_parts(path)
+    frames = []
+    for part in parts:
+        try:
+            frames.append(read_calls(part))
+        except CorruptCallsFile as e:
+            raise CorruptCallsFile(f"corrupt file in dataset {path}: {e}") from None
+    if not frames:
+        return SCHEMA.empty_table().to_pandas()
+    df = pd.concat(frames, ignore_index=True)[COLUMNS]
+    return df.sort_values(["session_id", "seq"], kind="stable").reset_index(drop=True)
+
+
+def dataset_parts(path: Path) -> list[Path]:
+    """The Parquet parts of a calls dataset directory (``source=<name>/part-*.parquet``)."""
+    return sorted(path.glob("source=*/part-*.parquet"))
+
+
+def is_calls_dataset(path: Path) -> bool:
+    return path.is_dir() and bool(dataset_parts(path))
 
 
 def is_calls_parquet(path: Path) -> bool:

@@ -1,0 +1,69 @@
+"""Ingest on a Dask LocalCluster of 2 worker processes gives the single-process table, row for row."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import SMALL_CODEX, SMALL_SOURCE
+from toollat.ingest import ingest, load_calls
+from toollat.ingest.cluster import client_for, group_files, ingest_on_cluster, write_dataset
+from toollat.ingest.files import discover
+
+
+@pytest.fixture(scope="module")
+def client():
+    with client_for("local:2") as c:
+        yield c
+        c.cluster.close()
+
+
+@pytest.fixture(scope="module")
+def slice_paths(corpus, tracelab):
+    # A Claude Code source with forked sessions, Codex rollouts, unsupported files (Copilot logs)
+    # and TraceLab's private and public forms of the same rounds: every de-duplication rule.
+    return [corpus / "JanDeDobbeleer__oh-my-posh", corpus / SMALL_CODEX.split("/")[0], tracelab]
+
+
+def test_cluster_ingest_equals_single_process(client, slice_paths, tmp_path):
+    single = ingest(slice_paths)
+    table, report = ingest_on_cluster(slice_paths, client)
+    assert len(client.nthreads()) == 2
+    a = single.to_pandas().sort_values("call_id").reset_index(drop=True)
+    b = table.to_pandas().sort_values("call_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert single.report.duplicates_dropped > 1000  # forked-session copies (across groups) and the TraceLab ones
+    d1, d2 = single.report.to_dict(), report.to_dict()
+    for d in (d1, d2):
+        d.pop("seconds")
+    assert d1 == d2  # the summary aggregated from the workers' file reports
+
+    # The dataset (one file per source) reads back as the canonical table, in table order.
+    write_dataset(table, tmp_path / "calls")
+    assert sorted(p.name for p in (tmp_path / "calls").iterdir()) == sorted(
+        f"source={s}" for s in set(a.source))
+    back, _ = load_calls([tmp_path / "calls"])
+    pd.testing.assert_frame_equal(back, single.to_pandas())
+
+
+def test_groups_keep_file_order_and_cover_every_file(corpus):
+    files = discover([corpus / SMALL_SOURCE])
+    groups = group_files(files, 8)
+    assert [f for g in groups for f in g] == files and 1 < len(groups) <= 8
+
+
+def test_cli_dask_writes_a_dataset(corpus, tmp_path):
+    out = tmp_path / "calls"
+    src = corpus / SMALL_CODEX
+    proc = subprocess.run([sys.executable, "-m", "toollat.cli", "ingest", src, "--out", out, "--dask", "local:2", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    df, _ = load_calls([out])
+    assert len(df) == summary["calls"] == len(ingest([src]).table)
+    bad = subprocess.run([sys.executable, "-m", "toollat.cli", "ingest", src, "--out", tmp_path / "x.parquet", "--dask", "local:2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--out is a directory" in bad.stderr
