@@ -1,226 +1,319 @@
-"""The HTTP API (DESIGN.md contract), a thin layer over one in-process ``Predictor``.
+"""The HTTP API, a thin layer over one in-process ``Predictor``.
 
 - ``POST /v1/predict``  ``{"calls": [...]}`` -> ``{"model": {...}, "predictions": [...]}``
 - ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
-- ``GET /healthz``, ``GET /v1/model`` (with running calibration), OpenAPI at ``/docs``
+- ``GET /healthz``, ``GET /v1/model`` (with running calibration); OpenAPI at ``/openapi.json``, ``/docs``
 
-Bad input gets a 4xx with a reason and the server keeps serving: pydantic validates every
-field (422), a body that is not JSON or not UTF-8 is a 400, a body over ``max_body_bytes`` a
-413, and when a token is set every ``/v1`` route wants ``Authorization: Bearer <token>`` (401).
+Every bad request gets a 4xx with ``{"error": reason, "detail"?}`` and the server keeps serving:
+a Host that is not this server is a 421 (a web page the user visits must not reach it by DNS
+rebinding), a POST that is not ``application/json`` a 415 (a cross-site form cannot send JSON
+without a preflight), a body that is not UTF-8 JSON a 400, one over the size limit a 413, one
+not received in time a 408, a field of the wrong type or out of range a 422, and with a token
+set every ``/v1`` route wants ``Authorization: Bearer <token>`` (401). Parsing, validation and
+the model run in worker threads behind a capacity limiter, so the event loop (and /healthz)
+answers while a large batch is predicted; too many requests in flight get a 503 with
+``Retry-After``, and a request with more never-seen texts than ``max_new_texts`` a 413.
 Session history lives in the one process (so run a single worker), bounded by the Predictor.
 Each request is logged as one JSON line (``toollat.access``).
 """
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import threading
 import time
-from typing import Any, Literal
+from collections import OrderedDict
+from typing import Any, Callable
 
+import anyio
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from toollat.predictor import MAX_LATENCY_MS, Predictor
+from toollat.features.text import embed_text
+from toollat.predictor import Predictor
+
+from .protocol import ServerLimits
+from .schemas import (ErrorOut, Health, ModelInfo, ObserveRequest, ObserveResponse, PredictRequest,
+                      PredictResponse)
 
 access_log = logging.getLogger("toollat.access")
-MAX_BATCH = 100_000
-
-
-class CallIn(BaseModel):
-    """One tool call, as emitted. Only ``tool`` is required."""
-
-    model_config = ConfigDict(extra="ignore")
-    tool: str = Field(min_length=1, max_length=200, description="Tool name, e.g. Bash, Read, exec_command")
-    args: dict[str, Any] | str | None = Field(default=None, description="Tool input (object, or JSON text)")
-    call_id: str | None = Field(default=None, max_length=200)
-    session_id: str | None = Field(default=None, max_length=200)
-    agent: str | None = None
-    model: str | None = None
-    permission_mode: str | None = None
-    emitted_at: float | str | None = Field(default=None, description="epoch ms or ISO-8601; default: now")
-    turn_started_at: float | str | None = None
-    prev_turn_ended_at: float | str | None = None
-    turn_index: int | None = None
-    context_tokens: float | None = Field(default=None, ge=0)
-    parallel_group: str | None = None
-    poll_of: str | None = None
-
-
-class PredictRequest(BaseModel):
-    calls: list[CallIn] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class HintOut(BaseModel):
-    action: Literal["keep", "offload", "drop"]
-    ttl_ms: float = Field(description="keep: GPU TTL; offload: host-memory TTL; drop: 0")
-    then: Literal["offload", "drop"] | None = Field(default=None, description="keep: what to do when the TTL expires")
-
-
-class PredictionOut(BaseModel):
-    call_id: str | None
-    p50_ms: float
-    p90_ms: float
-    quantiles: dict[str, float]
-    p_long: float
-    hint: HintOut
-    fallback: str | None = None
-
-
-class PredictResponse(BaseModel):
-    model: dict[str, Any]
-    predictions: list[PredictionOut]
-
-
-class Observation(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    call_id: str | None = Field(default=None, max_length=200)
-    session_id: str | None = Field(default=None, max_length=200)
-    tool: str | None = Field(default=None, max_length=200)
-    latency_ms: float = Field(ge=0, le=MAX_LATENCY_MS, description="observed blocking time, ms (at most a week)")
-    is_error: bool = False
-
-    @model_validator(mode="after")
-    def identified(self) -> "Observation":
-        if self.call_id is None and (self.session_id is None or self.tool is None):
-            raise ValueError("an observation needs call_id, or session_id and tool")
-        return self
-
-
-class ObserveRequest(BaseModel):
-    observations: list[Observation] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class ObserveResponse(BaseModel):
-    observed: int
-    unknown: list[int] = Field(description="indices of observations whose call was never predicted")
-
-
-_predict_adapter = TypeAdapter(PredictRequest)
-_observe_adapter = TypeAdapter(ObserveRequest)
-
-
-def _error(status: int, reason: str, detail: Any = None) -> JSONResponse:
-    body = {"error": reason}
-    if detail is not None:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status)
-
-
-def _validation_detail(e: ValidationError) -> list[dict[str, Any]]:
-    return [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]} for x in e.errors(include_url=False, include_input=False)][:20]
-
-
-def _request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body the endpoint reads itself (bytes -> orjson -> pydantic), so /docs shows it."""
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
-
-
-def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: int = 16 * 1024 * 1024) -> FastAPI:
-    app = FastAPI(title="toollat", version=predictor.model_version,
-                  description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.")
-    model_ref = {"name": predictor.name, "version": predictor.model_version}
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        start = time.perf_counter()
-        response = await _guarded(request, call_next)
-        access_log.info(json.dumps({
-            "ts": round(time.time(), 3), "method": request.method, "path": request.url.path,
-            "status": response.status_code, "ms": round((time.perf_counter() - start) * 1000, 3),
-            "client": request.client.host if request.client else None,
-        }))
-        return response
-
-    async def _guarded(request: Request, call_next):
-        if token is not None and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
-                return _error(401, "missing or wrong bearer token")
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                if int(length) > max_body_bytes:
-                    return _error(413, f"body larger than {max_body_bytes} bytes")
-            except ValueError:
-                return _error(400, "bad Content-Length")
-        return await call_next(request)
-
-    async def read_request(request: Request, adapter: TypeAdapter) -> Any:
-        """The body, parsed and validated; _BadRequest (with the reason) otherwise."""
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:
-                raise _BadRequest(413, f"body larger than {max_body_bytes} bytes")
-        if not body:
-            raise _BadRequest(400, "empty body: send a JSON object")
-        try:
-            data = orjson.loads(bytes(body))
-        except orjson.JSONDecodeError as e:
-            raise _BadRequest(400, f"body is not valid UTF-8 JSON: {e}") from None
-        try:
-            return adapter.validate_python(data)
-        except ValidationError as e:
-            raise _BadRequest(422, "invalid request", _validation_detail(e)) from None
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(request: Request, exc: RequestValidationError):
-        return _error(422, "invalid request", [{"loc": list(x["loc"]), "msg": x["msg"]} for x in exc.errors()][:20])
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "model": predictor.name, "version": predictor.model_version}
-
-    @app.get("/v1/model")
-    def model_info() -> dict[str, Any]:
-        return predictor.model_info()
-
-    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_request_body(PredictRequest))
-    async def predict(request: Request):
-        try:
-            req = await read_request(request, _predict_adapter)
-            preds = predictor.predict_batch([c.model_dump(exclude_none=True) for c in req.calls])
-        except _BadRequest as e:
-            return _error(e.status, e.reason, e.detail)
-        except ValueError as e:
-            return _error(422, str(e))
-        return Response(orjson.dumps({"model": model_ref, "predictions": [p.to_dict() for p in preds]}),
-                        media_type="application/json")
-
-    @app.post("/v1/observe", response_model=ObserveResponse, openapi_extra=_request_body(ObserveRequest))
-    async def observe(request: Request):
-        try:
-            req = await read_request(request, _observe_adapter)
-        except _BadRequest as e:
-            return _error(e.status, e.reason, e.detail)
-        unknown = [i for i, o in enumerate(req.observations)
-                   if not predictor.observe(call_id=o.call_id, latency_ms=o.latency_ms, session_id=o.session_id,
-                                            tool=o.tool, is_error=o.is_error)]
-        return Response(orjson.dumps({"observed": len(req.observations) - len(unknown), "unknown": unknown}),
-                        media_type="application/json")
-
-    return app
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, reason: str, detail: Any = None):
+    def __init__(self, status: int, reason: str, detail: Any = None, headers: dict[str, str] | None = None):
         super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
+        self.status, self.reason, self.detail, self.headers = status, reason, detail, headers
+
+
+def _error(status: int, reason: str, detail: Any = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": reason}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_detail(e: ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(x["loc"]), "msg": x["msg"], "type": x["type"]}
+            for x in e.errors(include_url=False, include_input=False, include_context=False)][:20]
+
+
+def _json(data: Any) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+def _host_name(host: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` or ``[v6]:port`` -> (lower-case name, port); None if malformed."""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return None
+        name, rest = host[1:end], host[end + 1:]
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:] if rest else None
+    else:
+        name, _, port = host.partition(":")
+        port = port if _ else None
+    if port is not None and not (port.isdigit() and len(port) <= 5):
+        return None
+    return name.lower(), int(port) if port is not None else None
+
+
+class _Guard:
+    """Outermost ASGI layer: Host check, declared body size, one access-log line per request."""
+
+    def __init__(self, app, allowed_hosts: frozenset[str], max_body_bytes: int):
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.max_body_bytes = max_body_bytes
+
+    def _refuse(self, scope) -> JSONResponse | None:
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        parsed = _host_name(host) if host else None
+        server = scope.get("server") or (None, None)
+        names = self.allowed_hosts | ({str(server[0]).lower()} if server[0] else set())
+        if parsed is None or parsed[0] not in names or (parsed[1] is not None and server[1] is not None
+                                                         and parsed[1] != server[1]):
+            return _error(421, f"Host {host!r} is not this server: use one of {sorted(names)} with its port")
+        length = headers.get("content-length")
+        if length is not None:
+            if not (length.isdigit() and len(length) < 19):
+                return _error(400, "bad Content-Length")
+            if int(length) > self.max_body_bytes:
+                return _error(413, f"body larger than {self.max_body_bytes} bytes", headers={"Connection": "close"})
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        refusal = self._refuse(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send_and_note)
+        else:
+            await self.app(scope, receive, send_and_note)
+        if access_log.isEnabledFor(logging.INFO):
+            client = scope.get("client")
+            access_log.info(orjson.dumps({
+                "ts": round(time.time(), 3), "method": scope["method"], "path": scope["path"], "status": status[0],
+                "ms": round((time.perf_counter() - start) * 1000, 3), "client": client[0] if client else None,
+            }).decode())
+
+
+class _SeenTexts:
+    """Which call texts this server has already predicted (bounded LRU of their hashes): the cost
+    of a request is the number of texts the embedding model has to encode, not its length."""
+
+    def __init__(self, capacity: int = 200_000):
+        self.capacity = capacity
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def new(self, texts: set[str]) -> set[int]:
+        with self._lock:
+            return {h for h in map(hash, texts) if h not in self._seen}
+
+    def add(self, hashes: set[int]) -> None:
+        with self._lock:
+            for h in hashes:
+                self._seen[h] = None
+                self._seen.move_to_end(h)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    why = {400: "Body not JSON, or not UTF-8, or bad Content-Length", 401: "Missing or wrong bearer token",
+           408: "Body not received in time", 413: "Body too large, or too many never-seen call texts",
+           415: "Content-Type is not application/json", 421: "Host header is not this server",
+           422: "A field is missing, of the wrong type or out of range", 503: "Too many requests in flight; retry"}
+    return {c: {"model": ErrorOut, "description": why[c]} for c in codes}
+
+
+def _body(name: str) -> dict[str, Any]:
+    """OpenAPI for a body the endpoint reads itself (bytes -> orjson -> pydantic, in a worker thread)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{name}"}}}}}
+
+
+def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: int | None = None,
+               limits: ServerLimits | None = None, allowed_hosts: tuple[str, ...] = ()) -> FastAPI:
+    """The app. ``allowed_hosts``: Host names accepted besides loopback and the address bound."""
+    limits = limits or ServerLimits()
+    if max_body_bytes is not None:
+        limits = ServerLimits(**{**vars(limits), "max_body_bytes": max_body_bytes})
+    app = FastAPI(title="toollat", version=predictor.model_version,
+                  description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.")
+    model_ref = {"name": predictor.name, "version": predictor.model_version}
+    workers = anyio.CapacityLimiter(limits.model_threads)
+    seen = _SeenTexts()
+    inflight = [0]  # only touched on the event loop
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    async def read_body(request: Request) -> bytes:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise _BadRequest(415, f"Content-Type must be application/json, got {kind or 'none'!r}")
+        body = bytearray()
+        try:
+            with anyio.fail_after(limits.body_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limits.max_body_bytes:
+                        raise _BadRequest(413, f"body larger than {limits.max_body_bytes} bytes",
+                                          headers={"Connection": "close"})
+        except TimeoutError:
+            raise _BadRequest(408, f"body not received within {limits.body_timeout_s:g} s",
+                              headers={"Connection": "close"}) from None
+        except ClientDisconnect:
+            raise _BadRequest(400, "client disconnected before sending the body") from None
+        if not body:
+            raise _BadRequest(400, "empty body: send a JSON object")
+        return bytes(body)
+
+    def parse(body: bytes, model: type[BaseModel]) -> Any:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise _BadRequest(400, f"body is not valid UTF-8 JSON: {e}") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            raise _BadRequest(422, "invalid request", _validation_detail(e)) from None
+
+    async def handle(request: Request, work: Callable[[bytes], Response]) -> Response:
+        """Admission, body, then the work in a worker thread; every refusal a 4xx/503 with a reason."""
+        if inflight[0] >= limits.max_inflight:
+            return _error(503, f"{limits.max_inflight} requests in flight: retry shortly", headers={"Retry-After": "1"})
+        inflight[0] += 1
+        try:
+            body = await read_body(request)
+            return await anyio.to_thread.run_sync(work, body, limiter=workers)
+        except _BadRequest as e:
+            return _error(e.status, e.reason, e.detail, e.headers)
+        finally:
+            inflight[0] -= 1
+
+    def predict_work(body: bytes) -> Response:
+        req: PredictRequest = parse(body, PredictRequest)
+        calls = [c.model_dump(exclude_none=True) for c in req.calls]
+        new = seen.new({embed_text(c["tool"], c.get("args", {})) for c in calls})
+        if len(new) > limits.max_new_texts:
+            raise _BadRequest(413, f"{len(new)} calls with never-seen text; at most {limits.max_new_texts} per request: "
+                                   "split the batch")
+        try:
+            preds = predictor.predict_batch(calls)
+        except ValueError as e:
+            raise _BadRequest(422, str(e)) from None
+        seen.add(new)
+        return _json({"model": model_ref, "predictions": [p.to_dict() for p in preds]})
+
+    def observe_work(body: bytes) -> Response:
+        req: ObserveRequest = parse(body, ObserveRequest)
+        unknown = [i for i, o in enumerate(req.observations)
+                   if not predictor.observe(call_id=o.call_id, latency_ms=o.latency_ms, session_id=o.session_id,
+                                            tool=o.tool, is_error=o.is_error)]
+        return _json({"observed": len(req.observations) - len(unknown), "unknown": unknown})
+
+    @app.get("/healthz", response_model=Health, responses=_responses(421))
+    def healthz():
+        return _json({"status": "ok", "model": predictor.name, "version": predictor.model_version})
+
+    deps = []
+    v1_codes = [421]
+    if token is not None:
+        bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <token> (serve --token)")
+
+        def require_token(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+            if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+                raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+        deps.append(Depends(require_token))
+        v1_codes.append(401)
+    v1 = APIRouter(prefix="/v1", dependencies=deps)
+    post_codes = (*v1_codes, 400, 408, 413, 415, 422, 503)
+
+    @v1.get("/model", response_model=ModelInfo, responses=_responses(*v1_codes))
+    async def model_info():
+        return _json(await anyio.to_thread.run_sync(predictor.model_info, limiter=workers))
+
+    @v1.post("/predict", response_model=PredictResponse, responses=_responses(*post_codes),
+             openapi_extra=_body("PredictRequest"))
+    async def predict(request: Request):
+        return await handle(request, predict_work)
+
+    @v1.post("/observe", response_model=ObserveResponse, responses=_responses(*post_codes),
+             openapi_extra=_body("ObserveRequest"))
+    async def observe(request: Request):
+        return await handle(request, observe_work)
+
+    app.include_router(v1)
+
+    def openapi() -> dict[str, Any]:
+        # The request bodies are read by the endpoints themselves, so their schemas are added here.
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            _, defs = models_json_schema([(PredictRequest, "validation"), (ObserveRequest, "validation")],
+                                         ref_template="#/components/schemas/{model}")
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.add_middleware(_Guard, allowed_hosts=LOOPBACK_NAMES | {h.lower() for h in allowed_hosts},
+                       max_body_bytes=limits.max_body_bytes)
+    return app
 
 
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8700, token: str | None = None,
-          max_body_bytes: int = 16 * 1024 * 1024, log_level: str = "info") -> None:
+          max_body_bytes: int | None = None, log_level: str = "info", limits: ServerLimits | None = None,
+          allowed_hosts: tuple[str, ...] = ()) -> None:
     """Run the API with uvicorn (one worker: session history lives in this process)."""
-    import uvicorn
+    from .protocol import run
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    limits = limits or ServerLimits()
+    if max_body_bytes is not None:
+        limits = ServerLimits(**{**vars(limits), "max_body_bytes": max_body_bytes})
     access_log.setLevel(logging.INFO if log_level in ("info", "debug") else logging.WARNING)
-    uvicorn.run(create_app(predictor, token, max_body_bytes), host=host, port=port, log_level=log_level,
-                access_log=False, loop="uvloop", http="httptools")
+    extra = tuple(allowed_hosts) + ((host,) if host not in ("0.0.0.0", "::", "") else ())
+    run(create_app(predictor, token, limits=limits, allowed_hosts=extra), host, port, limits, log_level)
