@@ -174,9 +174,11 @@ def evaluate(
     data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print {n, models, per_family} as JSON.")] = False,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
+    online: Annotated[bool, typer.Option("--online", help="Prequential: every call in time order, predicted before and observed after its result.")] = False,
 ) -> None:
     """Score a model and the baselines side by side on calls it never saw."""
     from toollat.evaluation.evaluate import evaluate as run_evaluate
+    from toollat.evaluation.online import evaluate_online
     from toollat.jsonio import dumps
     from toollat.training import metrics_table
 
@@ -185,7 +187,7 @@ def evaluate(
     m = _model(model)
     df = _data(list(data), progress=not as_json and sys.stderr.isatty())
     df, n_seen = _unseen(m, df, exclude_seen)
-    result = run_evaluate(m, df, progress=not as_json and sys.stderr.isatty())
+    result = (evaluate_online if online else run_evaluate)(m, df, progress=not as_json and sys.stderr.isatty())
     result["seen_in_training"] = 0 if exclude_seen else n_seen
     if result["n"] == 0:
         fail(f"none of the calls is in the model's scope {result['scope']}", 1)
@@ -242,6 +244,8 @@ def serve(
     token: Annotated[str | None, typer.Option("--token", envvar="TOOLLAT_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 routes.")] = None,
     max_sessions: Annotated[int, typer.Option("--max-sessions", help="Sessions kept in memory (least recently used evicted).")] = 10_000,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body accepted.")] = 16.0,
+    max_new_texts: Annotated[int, typer.Option("--max-new-texts", help="Never-seen call texts one request may carry (413 beyond).")] = 256,
+    allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="Host name accepted besides loopback and --host (repeatable).")] = None,
 ) -> None:
     """Serve predictions over HTTP (OpenAPI at /docs)."""
     from toollat.predictor import Predictor
@@ -255,7 +259,13 @@ def serve(
     predictor.predict({"tool": "Bash", "args": {"command": "true"}})  # load the embedding model before serving
     predictor.reset()  # the warm-up is not counted
     console.print(f"toollat serving {predictor.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs)")
-    run_server(predictor, host=host, port=port, token=token, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    from toollat.serving import ServerLimits
+
+    try:
+        limits = ServerLimits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_new_texts=max_new_texts)
+    except ValueError as e:
+        fail(str(e))
+    run_server(predictor, host=host, port=port, token=token, limits=limits, allowed_hosts=tuple(allow_host or ()))
 
 
 @app.command()

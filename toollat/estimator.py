@@ -41,6 +41,7 @@ from toollat.features.text import code
 from toollat.hints import HintCosts
 from toollat.models import MODELS, LatencyModel, Prediction, build, build_baselines
 from toollat.models.bounds import DurationBounds
+from toollat.online import OnlineConfig
 from toollat.units import (LEVELS, LONG_MS, P_LONG_COLUMN, TARGETS, check_levels, history_ms, p_exceeds,
                            prediction_columns, target_ms, to_log10_s, to_ms)
 
@@ -96,7 +97,8 @@ class ToolLatencyModel:
     def __init__(self, *, name: str = "toollat", target: str = "wall", tools: dict[str, Any] | None = None,
                  levels: tuple[float, ...] | list[float] = LEVELS, features: dict[str, Any] | None = None,
                  model: dict[str, Any] | None = None, hints: dict[str, Any] | None = None,
-                 bounds: dict[str, Any] | None = None, threads: int = 2, seed: int = 0,
+                 bounds: dict[str, Any] | None = None, online: dict[str, Any] | None = None,
+                 threads: int = 2, seed: int = 0,
                  embedder: Embedder | None = None):
         self.name = name
         self.target = target
@@ -106,12 +108,13 @@ class ToolLatencyModel:
         self.model = model
         self.hints = hints
         self.bounds = bounds
+        self.online = online
         self.threads = threads
         self.seed = seed
         self.embedder = embedder  # a runtime resource (the encoder and its cache), not saved
 
     # -- parameters ---------------------------------------------------------------------------
-    PARAMS = ("name", "target", "tools", "levels", "features", "model", "hints", "bounds", "threads", "seed")
+    PARAMS = ("name", "target", "tools", "levels", "features", "model", "hints", "bounds", "online", "threads", "seed")
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's hyper-parameters (JSON-able; ``embedder`` is a runtime resource)."""
@@ -123,6 +126,7 @@ class ToolLatencyModel:
         return cls(name=cfg["name"], target=cfg["target"]["name"], tools=cfg.get("tools"),
                    levels=tuple(cfg.get("levels", LEVELS)), features=dict(cfg["features"]),
                    model=dict(cfg["model"]), hints=dict(cfg["hints"]), bounds=dict(cfg.get("bounds") or {}),
+                   online=dict(cfg.get("online") or {}),
                    threads=cfg.get("threads", 2), seed=cfg.get("seed", 0), embedder=embedder)
 
     def _checked(self) -> tuple[tuple[float, ...], FeatureConfig, dict[str, Any], HintCosts]:
@@ -146,8 +150,9 @@ class ToolLatencyModel:
             raise ValueError(f"hint costs must be finite numbers; got {bad}")
         try:
             DurationBounds.from_dict(self.bounds)
+            OnlineConfig.from_dict(self.online)
         except TypeError as e:
-            raise ValueError(f"bounds: {e}") from None
+            raise ValueError(f"bounds/online settings: {e}") from None
         return levels, FeatureConfig(**feats), spec, HintCosts(**hints)
 
     @property

@@ -33,12 +33,13 @@ import orjson
 
 from toollat.estimator import ToolLatencyModel
 from toollat.features.calls import Call
-from toollat.features.context import HistoryKeys, SessionHistory
+from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
 from toollat.features.embed import Embedder
 from toollat.hints import Hint, HintCosts, decide_plans
 from toollat.ingest.families import tool_family
 from toollat.jsonio import dumps_bytes
-from toollat.units import LONG_MS, level_names, p_exceeds, prediction_columns, to_log
+from toollat.online import GLOBAL_PROJECT, AdaptiveShift, OnlineConfig
+from toollat.units import LONG_MS, level_names, p_exceeds, prediction_columns, to_log, to_ms
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,9 +73,9 @@ class _Pending:
     session_id: str | None
     keys: tuple
     family: str
-    p50_log: float
-    p90_log: float
+    q_log: np.ndarray    # the quantiles served (log10 s), for calibration
     expected: float      # the memory's estimate, for the session's residual features
+    project: str | None  # the project store it feeds (None: none)
 
 
 @dataclass
@@ -112,6 +113,8 @@ class Predictor:
         self.max_pending = max_pending
         self.levels = model.levels_
         self.level_names = level_names(self.levels)
+        self._i50 = self.levels.index(0.5)
+        self._i90 = self.levels.index(0.9) if 0.9 in self.levels else len(self.levels) - 1
         self._sessions: OrderedDict[str, SessionHistory] = OrderedDict()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._calibration = _Calibration()
@@ -121,6 +124,11 @@ class Predictor:
         self._expected_col = names.index("m_knn_y") if "m_knn_y" in names else None
         self._known_tools = self.pipeline.vocabs.get("c_tool")
         self.counts = {"predicted": 0, "observed": 0, "observed_unknown": 0, "evicted_sessions": 0}
+        online = OnlineConfig.from_dict(model.online)
+        self.online = online
+        self._uses_projects = self.pipeline.config.project
+        self._projects: OrderedDict[str, ProjectHistory] = OrderedDict()
+        self._aci = AdaptiveShift(self.levels, online.aci_step, online.aci_max_shift) if online.aci_step > 0 else None
 
     @classmethod
     def load(cls, name_or_path: str | Path = "default", embedder: Embedder | None = None, **kw) -> "Predictor":
@@ -150,7 +158,9 @@ class Predictor:
                       "offload_hold_ratio": self.costs.offload_hold_ratio},
             "held_out_metrics": held.get("toollat"),
             "running_calibration": calibration,
-            "state": {"sessions": sessions, "max_sessions": self.max_sessions, "pending": pending, **self.counts},
+            "online_shifts": self._aci.to_dict() if self._aci is not None else None,
+            "state": {"sessions": sessions, "max_sessions": self.max_sessions, "pending": pending,
+                      "projects": len(self._projects), "max_projects": self.online.max_projects, **self.counts},
         }
         return orjson.loads(dumps_bytes(info))  # strict JSON values (NaN -> None)
 
@@ -168,6 +178,17 @@ class Predictor:
             self._sessions.move_to_end(sid)
         return h
 
+    def _project(self, name: str) -> ProjectHistory:
+        """The cross-session store of a project (least recently used dropped past ``max_projects``)."""
+        p = self._projects.get(name)
+        if p is None:
+            p = self._projects[name] = ProjectHistory()
+            if len(self._projects) > self.online.max_projects:
+                self._projects.popitem(last=False)
+        else:
+            self._projects.move_to_end(name)
+        return p
+
     def _fallback(self, call: Call) -> str | None:
         if self._known_tools is None or self._known_tools.encode(call.tool):
             return None
@@ -178,33 +199,42 @@ class Predictor:
 
     def predict_batch(self, calls: list[dict[str, Any]]) -> list[LatencyPrediction]:
         """Predictions in order; each call is recorded as emitted in its session (in order)."""
-        parsed = [Call.from_request(c) for c in calls]
+        return self.predict_calls([Call.from_request(c) for c in calls])
+
+    def predict_calls(self, parsed: list[Call]) -> list[LatencyPrediction]:
+        """``predict_batch`` for calls already parsed (``features.calls.Call``)."""
         now = time.time() * 1000.0
         rows = np.empty((len(parsed), self._n_features), dtype=np.float32)
         keys = []
         expected = []
+        projects = [(c.project or GLOBAL_PROJECT) if self._uses_projects else None for c in parsed]
         with self._lock:
             for i, call in enumerate(parsed):
                 t = call.emitted_ms if call.emitted_ms is not None else now
                 hist = self._session(call.session_id)
-                row, k = self.pipeline.online_row(call, hist, t)
+                proj = self._project(projects[i]) if projects[i] is not None else None
+                row, k = self.pipeline.online_row(call, hist, t, proj)
                 rows[i] = row
                 keys.append(k)
                 exp = float(row[self._expected_col]) if self._expected_col is not None else float("nan")
                 expected.append(exp)
                 if hist is not None:
                     hist.emit(call, k, t, exp)
-        pred = self.model.predict_matrix({"tool_family": [c.family for c in parsed],
-                                          "tool_name": [c.tool for c in parsed]}, rows)
-        ms = pred.ms()
-        p_long = pred.p_long
+        families = [c.family for c in parsed]
+        pred = self.model.predict_matrix({"tool_family": families, "tool_name": [c.tool for c in parsed]}, rows)
+        q_log, p_long = pred.quantiles, pred.p_long
+        if self._aci is not None:
+            with self._lock:
+                q_log = self._aci.apply(q_log, families)
+            p_long = p_exceeds(self.levels, to_ms(q_log), LONG_MS, p_long)
+        ms = to_ms(q_log)
         actions, ttls, thens = decide_plans(self.levels, ms, self.costs)
         out = []
         with self._lock:
             for i, call in enumerate(parsed):
                 if call.call_id is not None:
-                    self._pending[call.call_id] = _Pending(call.session_id, keys[i], call.family,
-                                                           float(pred.p50[i]), float(pred.p90[i]), expected[i])
+                    self._pending[call.call_id] = _Pending(call.session_id, keys[i], call.family, q_log[i],
+                                                           expected[i], projects[i])
                     if len(self._pending) > self.max_pending:
                         self._pending.popitem(last=False)
             self.counts["predicted"] += len(parsed)
@@ -257,7 +287,10 @@ class Predictor:
             pend = self._pending.pop(call_id, None) if call_id is not None else None
             if pend is not None:
                 sid, keys = pend.session_id, pend.keys
-                self._calibration.add(pend.family, to_log(latency_ms), pend.p50_log, pend.p90_log)
+                y = to_log(latency_ms)
+                self._calibration.add(pend.family, y, float(pend.q_log[self._i50]), float(pend.q_log[self._i90]))
+                if self._aci is not None:
+                    self._aci.update(pend.family, y, pend.q_log)
             elif session_id is not None and tool:
                 sid, keys = session_id, HistoryKeys.for_tool(tool, tool_family(tool))
             else:
@@ -269,6 +302,8 @@ class Predictor:
             if hist is not None:
                 hist.observe(keys, float(latency_ms), is_error, at_ms=at, call_id=call_id,
                              expected=pend.expected if pend is not None else float("nan"))
+            if pend is not None and pend.project is not None:
+                self._project(pend.project).observe(keys, float(latency_ms), is_error)
             self.counts["observed"] += 1
             return True
 
@@ -276,7 +311,10 @@ class Predictor:
         with self._lock:
             self._sessions.clear()
             self._pending.clear()
+            self._projects.clear()
             self._calibration = _Calibration()
+            if self._aci is not None:
+                self._aci.reset()
             self.counts = dict.fromkeys(self.counts, 0)
 
 

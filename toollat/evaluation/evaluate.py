@@ -47,20 +47,32 @@ def evaluate(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False) 
     return out
 
 
+def _scorer(online: bool):
+    if online:
+        from .online import prequential_scored
+
+        return prequential_scored
+    return lambda model, df, progress=False: model.scored(df, progress=progress)
+
+
 def held_out(df: pd.DataFrame, make_model: Callable[[], ToolLatencyModel], test_fraction: float, seed: int,
-             progress: bool = False) -> tuple[ToolLatencyModel, dict[str, Any], tuple]:
-    """Fit on the sessions not held out, score on the held-out ones (grouped by session).
-    Returns the fitted model, the report, and ``(calls, y_ms, predictions)`` for plots."""
+             progress: bool = False, online: bool = False) -> tuple[ToolLatencyModel, dict[str, Any], tuple]:
+    """Fit on the sessions not held out, score on the held-out ones (grouped by session;
+    prequentially with ``online``). Returns the fitted model, the report, and
+    ``(calls, y_ms, predictions)`` for plots."""
     test = session_test_mask(df["session_id"], test_fraction, seed)
     model = make_model().fit(df[~test].reset_index(drop=True), progress=progress)
-    scored = model.scored(df[test].reset_index(drop=True), progress=progress)
+    scored = _scorer(online)(model, df[test].reset_index(drop=True), progress=progress)
     return model, report(*scored), scored
 
 
 def leave_one_source_out(df: pd.DataFrame, make_model: Callable[[], ToolLatencyModel],
-                         on_source: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+                         on_source: Callable[[str, dict[str, Any]], None] | None = None,
+                         online: bool = False) -> dict[str, Any] | None:
     """Hold out each source in turn (a model fit on the others), pool the predictions; None if
-    the data has fewer than two sources. ``per_source`` holds each source's own report."""
+    the data has fewer than two sources. ``per_source`` holds each source's own report. With
+    ``online`` each held-out source is replayed prequentially (``evaluation.online``)."""
+    score = _scorer(online)
     parts, frames, per_source = [], [], {}
     for src, mask in source_masks(df["source"]):
         if mask.all():
@@ -69,7 +81,7 @@ def leave_one_source_out(df: pd.DataFrame, make_model: Callable[[], ToolLatencyM
         if not in_scope(df[mask], model.tools).any():
             continue
         model.fit(df[~mask].reset_index(drop=True))
-        calls, y, preds = model.scored(df[mask].reset_index(drop=True))
+        calls, y, preds = score(model, df[mask].reset_index(drop=True))
         if len(calls) == 0:
             continue
         parts.append(preds)

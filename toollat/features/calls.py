@@ -36,6 +36,7 @@ class Call:
     parallel_group: str | None = None
     parallel_size: int | None = None
     poll_of: str | None = None          # Codex write_stdin: the call whose process it polls
+    project: str | None = None          # the project across sessions (cross-session memory key)
 
     @classmethod
     def from_request(cls, d: dict[str, Any]) -> "Call":
@@ -68,7 +69,15 @@ class Call:
             parallel_group=_str(d.get("parallel_group")),
             parallel_size=_int(d.get("parallel_size")),
             poll_of=_str(d.get("poll_of")),
+            project=_str(d.get("project")) or _last_folder(d.get("cwd")),
         )
+
+
+def _last_folder(cwd: Any) -> str | None:
+    """A project name from a working directory: its last folder (what ingest records)."""
+    if not isinstance(cwd, str) or not cwd.strip("/\\ "):
+        return None
+    return cwd.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or None
 
 
 def _str(v: Any) -> str | None:
@@ -132,11 +141,15 @@ def calls_from_frame(df: pd.DataFrame) -> list[Call]:
     def col(name):
         return df[name].tolist() if name in df else [None] * len(df)
 
+    # the project a call belongs to: its recorded project, else the source it was read from
+    projects = [_str(p) or _str(s) for p, s in zip(col("project"), col("source"))]
+
     out = []
     for i, (tool, fam, args, agent, model, perm, sid, cid, tidx, ctx, grp, psize, poll) in enumerate(zip(
             col("tool_name"), col("tool_family"), col("args"), col("agent"), col("model"),
             col("permission_mode"), col("session_id"), col("call_id"), col("turn_index"),
             col("context_tokens"), col("parallel_group"), col("parallel_size"), col("poll_of"))):
+        project = projects[i]
         out.append(Call(
             tool=tool,
             args=_parse_args(args),
@@ -154,5 +167,6 @@ def calls_from_frame(df: pd.DataFrame) -> list[Call]:
             parallel_group=_str(grp),
             parallel_size=_int(psize),
             poll_of=_str(poll),
+            project=project,
         ))
     return out

@@ -300,3 +300,50 @@ class SessionHistory:
             p[2] = y
         elif call_id is not None and call_id in self.polls:
             self.polls[call_id][2] = y
+
+
+# -- across sessions: what a project's earlier sessions took ---------------------------------
+PROJECT_KINDS = ("tool", "prog", "sub", "cmd")
+_PROJECT_STATS = ("n", "mean", "last", "max")
+PROJECT_FEATURES: tuple[str, ...] = tuple(f"j_{k}_{s}" for k in PROJECT_KINDS for s in _PROJECT_STATS)
+MAX_PROJECT_KEYS = 4096   # distinct tools/programs/commands remembered per project (LRU)
+
+
+class ProjectHistory:
+    """Running latency statistics per tool, program, subcommand and exact command over every
+    session of one project, fed by results in the order they arrive (the Predictor's
+    ``observe``; in training, every session of the project replayed in time order). A call's
+    features read it at emission, so they hold only results that arrived before: from other
+    sessions as well as its own. Bounded: ``MAX_PROJECT_KEYS`` keys, least recently used
+    dropped. Not thread-safe (the Predictor locks around it)."""
+
+    __slots__ = ("stats",)
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self.stats: "OrderedDict[tuple, _Stat]" = OrderedDict()
+
+    def features(self, keys: HistoryKeys) -> list[float]:
+        f: list[float] = []
+        for key in (keys.tool, keys.prog, keys.sub, keys.cmd):
+            st = self.stats.get(key) if key is not None else None
+            if st is None:
+                f += [0.0, NAN, NAN, NAN]
+            else:
+                f += [math.log10(1.0 + st.n), st.total / st.n, st.last, st.max]
+        return f
+
+    def observe(self, keys: HistoryKeys, latency_ms: float, is_error: bool = False) -> None:
+        y = to_log(latency_ms)
+        for key in (keys.tool, keys.prog, keys.sub, keys.cmd):
+            if key is None:
+                continue
+            st = self.stats.get(key)
+            if st is None:
+                st = self.stats[key] = _Stat()
+                if len(self.stats) > MAX_PROJECT_KEYS:
+                    self.stats.popitem(last=False)
+            else:
+                self.stats.move_to_end(key)
+            st.add(y, is_error)

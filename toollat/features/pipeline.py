@@ -30,7 +30,7 @@ from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
 from .calls import Call, calls_from_frame
 from toollat.units import history_ms
 
-from .context import CONTEXT_FEATURES, HistoryKeys, SessionHistory
+from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
 from .text import code, embed_text, exact_key
@@ -44,6 +44,7 @@ class FeatureConfig:
     embeddings: bool = True    # PCA of the sentence embedding
     memory: bool = True        # nearest-neighbour memory of training calls
     context: bool = True       # causal session history
+    project: bool = False      # causal history of the project's other sessions (cross-session memory)
     pca_dims: int = 16
     memory_dims: int = 64      # memory vectors are the embedding projected to this many dims (0: all 384)
     knn_k: int = 10
@@ -126,6 +127,8 @@ class FeaturePipeline:
             names += list(MEMORY_FEATURES)
         if c.context:
             names += list(CONTEXT_FEATURES)
+        if c.project:
+            names += list(PROJECT_FEATURES)
         return names
 
     # -- static part (per call, no session) ---------------------------------------------------
@@ -182,8 +185,8 @@ class FeaturePipeline:
                 mvecs = self._memory_vectors(vecs)
                 self.memory = NeighborMemory.build(mvecs, text_idx, y, c.knn_k, c.knn_temperature)
                 blocks.append(self._oof_memory(mvecs, text_idx, y, df["session_id"].to_numpy()))
-        if c.context:
-            blocks.append(self._replay(df, calls, parsed, self._expected(blocks)))
+        if c.context or c.project:
+            blocks += self._replay(df, calls, parsed, self._expected(blocks))
         return np.hstack(blocks).astype(np.float32)
 
     def _expected(self, blocks: list[np.ndarray]) -> np.ndarray | None:
@@ -218,14 +221,15 @@ class FeaturePipeline:
                 blocks.append(self._project(vecs, c.pca_dims)[text_idx])
             if c.memory:
                 blocks.append(self.memory.query(self._memory_vectors(vecs))[text_idx])
-        if c.context:
-            blocks.append(self._replay(df, calls, parsed, self._expected(blocks)))
+        if c.context or c.project:
+            blocks += self._replay(df, calls, parsed, self._expected(blocks))
         return np.hstack(blocks).astype(np.float32)
 
-    def _replay(self, df: pd.DataFrame, calls: list[Call], parsed, expected: np.ndarray | None) -> np.ndarray:
-        """Context features by replaying each session in time order (see context.py)."""
+    def _replay(self, df: pd.DataFrame, calls: list[Call], parsed, expected: np.ndarray | None) -> list[np.ndarray]:
+        """History blocks by replaying the calls in time order (see context.py): the session
+        context (each session alone) and, with ``project``, the project history (every session
+        of a project together)."""
         n = len(calls)
-        out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
         wall = df["wall_ms"].to_numpy(dtype=np.float64)      # when a result arrives
         seen = history_ms(df, self.target)                   # what it teaches the history
         err = df["is_error"].to_numpy(dtype=bool) if "is_error" in df else np.zeros(n, bool)
@@ -236,22 +240,32 @@ class FeaturePipeline:
         frame = pd.DataFrame({"s": df["session_id"].to_numpy(), "g": df["parallel_group"].fillna("").to_numpy(), "e": emitted})
         group_last = frame.groupby(["s", "g"], sort=False)["e"].transform("max").to_numpy()
         visible = np.maximum(result, group_last)
-        order = np.lexsort((np.arange(n), emitted, frame["s"].to_numpy()))
-        sessions = frame["s"].to_numpy()[order]
-        bounds = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            idx = order[a:b]
-            events = sorted([(emitted[i], 0, k, i) for k, i in enumerate(idx)] + [(visible[i], 1, k, i) for k, i in enumerate(idx)])
-            hist = SessionHistory()
-            for t, kind, _, i in events:
-                call = calls[i]
-                if kind == 0:
-                    out[i] = hist.features(call, keys[i], t)
-                    hist.emit(call, keys[i], t, expected[i] if expected is not None else math.nan)
-                else:
-                    hist.observe(keys[i], seen[i], bool(err[i]), at_ms=t, call_id=call.call_id,
-                                 expected=expected[i] if expected is not None else math.nan)
-        return out
+        blocks = []
+        if self.config.context:
+            out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
+            for idx in _groups(frame["s"].to_numpy(), emitted):
+                hist = SessionHistory()
+                for t, kind, i in _events(idx, emitted, visible):
+                    call = calls[i]
+                    if kind == 0:
+                        out[i] = hist.features(call, keys[i], t)
+                        hist.emit(call, keys[i], t, expected[i] if expected is not None else math.nan)
+                    else:
+                        hist.observe(keys[i], seen[i], bool(err[i]), at_ms=t, call_id=call.call_id,
+                                     expected=expected[i] if expected is not None else math.nan)
+            blocks.append(out)
+        if self.config.project:
+            out = np.empty((n, len(PROJECT_FEATURES)), dtype=np.float64)
+            projects = np.array([x.project or "" for x in calls], dtype=object)
+            for idx in _groups(projects, emitted):
+                proj = ProjectHistory()
+                for t, kind, i in _events(idx, emitted, visible):
+                    if kind == 0:
+                        out[i] = proj.features(keys[i])
+                    else:
+                        proj.observe(keys[i], seen[i], bool(err[i]))
+            blocks.append(out)
+        return blocks
 
     # -- online (the Predictor) -----------------------------------------------------------------
     def static_row(self, call: Call) -> tuple[np.ndarray, tuple]:
@@ -277,12 +291,18 @@ class FeaturePipeline:
             self._static_cache.popitem(last=False)
         return hit
 
-    def online_row(self, call: Call, history: SessionHistory | None, now_ms: float | None) -> tuple[np.ndarray, tuple]:
+    def online_row(self, call: Call, history: SessionHistory | None, now_ms: float | None,
+                   project: ProjectHistory | None = None) -> tuple[np.ndarray, tuple]:
         static, keys = self.static_row(call)
-        if not self.config.context:
+        c = self.config
+        if not (c.context or c.project):
             return static, keys
-        ctx = (history or SessionHistory()).features(call, keys, now_ms)
-        return np.concatenate([static, np.asarray(ctx, dtype=np.float32)]), keys
+        parts = [static]
+        if c.context:
+            parts.append(np.asarray((history or SessionHistory()).features(call, keys, now_ms), dtype=np.float32))
+        if c.project:
+            parts.append(np.asarray((project or ProjectHistory()).features(keys), dtype=np.float32))
+        return np.concatenate(parts), keys
 
     # -- save / load (numbers only) -------------------------------------------------------------
     def save(self, directory: Path) -> None:
@@ -316,3 +336,22 @@ class FeaturePipeline:
         if c.memory:
             pipe.memory = NeighborMemory.load(directory, c.knn_k, c.knn_temperature)
         return pipe
+
+
+def _groups(labels: np.ndarray, emitted: np.ndarray):
+    """Row indices of each label (a session, a project), in emission order."""
+    n = len(labels)
+    codes, _ = pd.factorize(pd.Series(labels))
+    order = np.lexsort((np.arange(n), emitted, codes))
+    sorted_codes = codes[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        yield order[a:b]
+
+
+def _events(idx: np.ndarray, emitted: np.ndarray, visible: np.ndarray) -> list[tuple[float, int, int]]:
+    """Emissions (0) and visible results (1) of these rows in time order; at equal times an
+    emission comes first, so a call never sees a result that arrives at its own instant."""
+    ev = [(emitted[i], 0, k, i) for k, i in enumerate(idx)] + [(visible[i], 1, k, i) for k, i in enumerate(idx)]
+    ev.sort()
+    return [(t, kind, i) for t, kind, _, i in ev]

@@ -1,0 +1,74 @@
+"""Prequential evaluation (``toollat evaluate --online``): every call of the data in time order
+across all its sessions, predicted by a ``Predictor`` when it is emitted and observed when its
+result becomes visible, so whatever the Predictor learns while serving (session history, the
+cross-session project memory, adaptive conformal shifts) counts, and nothing from the future
+does. The baselines are scored on the same calls: ``per_command_mean`` learns online too (its
+running means take each result as it arrives), the medians are static. Same report shape as
+``evaluate``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toollat.estimator import BASELINE_ORDER, MODEL, ToolLatencyModel, in_scope
+from toollat.features.calls import calls_from_frame
+from toollat.features.text import embed_text
+from toollat.models import Prediction
+from toollat.units import target_ms
+
+from .evaluate import report
+
+
+def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False):
+    """``(calls, y_ms, {name: (Prediction, threshold)})`` like ``ToolLatencyModel.scored``, with the
+    model's predictions made online in time order."""
+    from rich.progress import Progress
+
+    from toollat.predictor import Predictor
+
+    df = df.reset_index(drop=True)
+    calls = calls_from_frame(df)
+    p = Predictor(model, max_sessions=max(10_000, df["session_id"].nunique() + 1), max_pending=max(100_000, len(df) + 1))
+    if model.pipeline_.config.uses_text:  # one batch encode instead of one text at a time
+        model.pipeline_.embedder.encode(sorted({embed_text(c.tool, c.args) for c in calls}), progress=progress)
+    emitted = np.array([c.emitted_ms for c in calls], dtype=np.float64)
+    wall = df["wall_ms"].to_numpy(dtype=np.float64)
+    group = pd.DataFrame({"s": df["session_id"], "g": df["parallel_group"].fillna(""), "e": emitted})
+    visible = np.maximum(emitted + wall, group.groupby(["s", "g"], sort=False)["e"].transform("max").to_numpy())
+    err = df["is_error"].to_numpy(dtype=bool) if "is_error" in df else np.zeros(len(df), bool)
+    events = sorted([(emitted[i], 0, i) for i in range(len(df))] + [(visible[i], 1, i) for i in range(len(df))])
+    q = np.empty((len(df), len(p.levels)))
+    p_long = np.empty(len(df))
+    ids = [c.call_id or f"row-{i}" for i, c in enumerate(calls)]
+    for i, c in enumerate(calls):
+        c.call_id = ids[i]
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("replaying calls online", total=len(events))
+        for k, (t, kind, i) in enumerate(events):
+            if kind == 0:
+                pr = p.predict_calls([calls[i]])[0]
+                q[i] = [pr.quantiles[n] for n in p.level_names]
+                p_long[i] = pr.p_long
+            else:
+                p.observe(call_id=ids[i], latency_ms=float(min(max(wall[i], 0.0), 7 * 24 * 3600 * 1000.0)),
+                          is_error=bool(err[i]), at_ms=t)
+            if k % 2000 == 0:
+                bar.update(task, completed=k)
+    y = target_ms(df, model.target)
+    keep = in_scope(df, model.tools) & ~np.isnan(y)
+    sub = df[keep].reset_index(drop=True)
+    preds = {MODEL: (Prediction(p.levels, np.log10(q[keep] / 1000.0), p_long[keep]), model.model_.long_threshold)}
+    for name in BASELINE_ORDER:
+        b = model.baselines_[name]
+        preds[name] = (b.predict(sub, None), b.long_threshold)
+    return sub, y[keep], preds
+
+
+def evaluate_online(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False) -> dict[str, Any]:
+    out = report(*prequential_scored(model, df, progress))
+    out["scope"] = model.tools or {"families": None, "names": None}
+    out["mode"] = "online"
+    return out
