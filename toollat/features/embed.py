@@ -3,17 +3,28 @@
 Vectors are L2-normalized float32 (384 dims). Every text's vector is cached on disk by a hash
 of the model name and the text (``<cache>/embeddings/<model>/shard-*.npz``, float16), so a
 retrain or an evaluation only encodes texts it has never seen. New vectors are written in
-shards of at least ``flush_every`` texts (and on ``flush()`` / exit), not one file per text, and
-the in-memory copy keeps the ``max_cached`` most recently used texts, so a server that sees
-new commands for months stays bounded. Encoding is batched, with a progress bar when asked.
+shards of at least ``flush_every`` texts, during a long encode as well as on ``flush()`` / exit,
+so a killed cold training loses at most one shard; the in-memory copy keeps the ``max_cached``
+most recently used texts, so a server that sees new commands for months stays bounded.
+
+The cache is only ever a cache: a shard that cannot be read (cut short by a crash, not a zip,
+wrong shapes) is removed and its texts are encoded again, a write that fails is retried at the
+next write, so neither ever fails an encode. Shards are written to a temporary file, synced and
+renamed; temporary files a killed process left behind are removed once they are a minute old;
+when there are more than ``max_shards`` shards they are merged into one (the newest
+``max_cached`` texts kept), so both the file count and the disk size stay bounded.
 Nothing is downloaded: the model loads from site-packages with ``HF_HUB_OFFLINE=1``.
 """
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
+import time
 import uuid
+import zipfile
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +34,13 @@ from .text import digest
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
+STALE_TMP_S = 60.0  # a temporary shard this old belongs to a process that died while writing it
+
+log = logging.getLogger(__name__)
+# what reading a damaged .npz can raise (BadZipFile is not an OSError, zlib.error neither)
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+_models: dict[int | None, object] = {}   # one SentenceTransformer per process, whatever the caches
+_models_lock = threading.Lock()
 
 
 def model_path() -> str:
@@ -35,45 +53,87 @@ class Embedder:
     """Encodes texts with a disk cache; safe to share between threads."""
 
     def __init__(self, cache_dir: Path | None = None, batch_size: int = 128, threads: int | None = None,
-                 flush_every: int = 1024, max_cached: int = 1_000_000):
+                 flush_every: int = 1024, max_cached: int = 1_000_000, max_shards: int = 64):
         self.cache_dir = Path(cache_dir) / "embeddings" / MODEL_NAME if cache_dir else None
         self.batch_size = batch_size
         self.threads = threads
         self.flush_every = flush_every
         self.max_cached = max_cached
-        self._model = None
+        self.max_shards = max_shards
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, np.ndarray] | None = None
         self._unsaved: list[tuple[bytes, np.ndarray]] = []
+        self._shard_count = 0
         self.encoded = 0  # texts encoded by the model (cache misses), for reports
-        atexit.register(self.flush)
+        self.dropped_shards = 0  # unreadable shards removed, for reports
+        atexit.register(self._flush_at_exit)
 
     # -- model ------------------------------------------------------------------------------
     def model(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            import torch
-            from sentence_transformers import SentenceTransformer
+        with _models_lock:
+            if self.threads not in _models:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                import torch
+                from sentence_transformers import SentenceTransformer
 
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            self._model = SentenceTransformer(model_path(), device="cpu")
-        return self._model
+                if self.threads:
+                    torch.set_num_threads(self.threads)
+                _models[self.threads] = SentenceTransformer(model_path(), device="cpu")
+            return _models[self.threads]
 
-    # -- cache ------------------------------------------------------------------------------
+    # -- cache files ------------------------------------------------------------------------
+    def _shards(self) -> list[Path]:
+        """Shard files, oldest first (names start with the write time; a newer shard's vector wins)."""
+        return sorted(self.cache_dir.glob("shard-*.npz"), key=lambda p: p.name)
+
+    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys, vecs = z["keys"], z["vecs"]
+        except FileNotFoundError:
+            return None  # merged away by another process: its vectors are in the merged shard
+        except _UNREADABLE as e:
+            reason = f"{type(e).__name__}: {e}"
+        else:
+            if keys.dtype == np.dtype("S16") and keys.ndim == 1 and vecs.shape == (len(keys), DIM):
+                return keys, vecs
+            reason = f"keys {keys.dtype} {keys.shape}, vectors {vecs.dtype} {vecs.shape}"
+        # Shards appear only by rename once complete, so this one is damaged (a power cut, a full
+        # disk, another program): remove it, or every later load trips over it; its texts are
+        # encoded again when next seen.
+        log.warning("embedding cache: removing unreadable shard %s (%s)", path.name, reason)
+        self.dropped_shards += 1
+        _remove(path)
+        return None
+
+    def _remove_stale_tmp(self) -> None:
+        now = time.time()
+        for path in self.cache_dir.glob(".tmp-*"):
+            try:
+                if now - path.stat().st_mtime > STALE_TMP_S:
+                    path.unlink()
+            except OSError:
+                continue  # renamed or removed by its writer meanwhile, or not ours to remove
+
     def _load_cache(self) -> OrderedDict[bytes, np.ndarray]:
         if self._cache is None:
             self._cache = OrderedDict()
             if self.cache_dir and self.cache_dir.is_dir():
-                for shard in sorted(self.cache_dir.glob("shard-*.npz")):
-                    try:
-                        with np.load(shard, allow_pickle=False) as z:
-                            keys, vecs = z["keys"], z["vecs"]
-                    except (OSError, ValueError, KeyError):
-                        continue  # a shard cut short by a crash: its texts are encoded again
-                    for k, v in zip(keys, vecs):
-                        self._cache[bytes(k)] = v
+                self._remove_stale_tmp()
+                shards = self._shards()
+                for shard in shards:
+                    read = self._read_shard(shard)
+                    if read is not None:
+                        self._shard_count += 1
+                        keys, vecs = read
+                        # from the raw 16 bytes: bytes(np.bytes_) drops trailing NULs, and one key in
+                        # 256 ends in one (such texts were never found and were encoded on every run)
+                        raw = np.ascontiguousarray(keys).tobytes()
+                        for i, v in enumerate(vecs):
+                            self._cache[raw[16 * i:16 * i + 16]] = v
+                if self._shard_count > self.max_shards:
+                    self._compact()
             self._trim()
         return self._cache
 
@@ -81,22 +141,72 @@ class Embedder:
         while len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
 
+    def _compact(self) -> None:
+        """Merge every shard on disk into one, keeping the newest ``max_cached`` texts."""
+        shards, keys, vecs = [], [], []
+        for shard in self._shards():
+            read = self._read_shard(shard)
+            if read is not None:
+                shards.append(shard)
+                keys.append(read[0])
+                vecs.append(read[1])
+        if len(shards) < 2:
+            self._shard_count = len(shards)
+            return
+        k, v = np.concatenate(keys), np.concatenate(vecs)
+        # the last occurrence of each key is the newest; keep file order, then the newest max_cached
+        _, first_from_end = np.unique(k[::-1], return_index=True)
+        keep = np.sort(len(k) - 1 - first_from_end)[-self.max_cached:]
+        try:
+            self._save_shard(k[keep], v[keep])
+        except OSError as e:
+            log.warning("embedding cache: could not merge %d shards (%s)", len(shards), e)
+            return
+        for shard in shards:
+            _remove(shard)  # only after the merged shard is in place: a kill here leaves duplicates, no loss
+        self._shard_count = 1
+
+    def _save_shard(self, keys: np.ndarray, vecs: np.ndarray) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_dir / f".tmp-{uuid.uuid4().hex}.npz"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, keys=np.asarray(keys, dtype="S16"), vecs=np.asarray(vecs, dtype=np.float16))
+                f.flush()
+                os.fsync(f.fileno())  # the data is on disk before the name says the shard is complete
+            # named by time, not mtime (which has the kernel's coarse clock): the newest sorts last
+            os.replace(tmp, self.cache_dir / f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz")
+        except BaseException:
+            _remove(tmp)
+            raise
+
     def flush(self) -> None:
         """Write the vectors encoded since the last write as one shard."""
         with self._lock:
             self._write()
 
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except Exception as e:  # exiting anyway: say so, do not mask the exit status
+            log.warning("embedding cache: not written at exit (%s)", e)
+
     def _write(self) -> None:
         if not self.cache_dir or not self._unsaved:
             self._unsaved = []
             return
-        keys = [k for k, _ in self._unsaved]
-        vecs = np.stack([v for _, v in self._unsaved])
+        try:
+            self._save_shard([k for k, _ in self._unsaved], np.stack([v for _, v in self._unsaved]))
+        except OSError as e:
+            # a full or read-only disk costs re-encoding later, never this encode; retry next time,
+            # holding at most a few shards' worth (the vectors stay in the in-memory cache anyway)
+            log.warning("embedding cache: could not write %d vectors (%s)", len(self._unsaved), e)
+            self._unsaved = self._unsaved[-4 * self.flush_every:]
+            return
         self._unsaved = []
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_dir / f".tmp-{uuid.uuid4().hex}.npz"
-        np.savez(tmp, keys=np.array(keys, dtype="S16"), vecs=vecs.astype(np.float16))
-        tmp.rename(self.cache_dir / f"shard-{uuid.uuid4().hex}.npz")
+        self._shard_count += 1
+        if self._shard_count > self.max_shards:
+            self._compact()
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
@@ -110,32 +220,38 @@ class Embedder:
                     missing[k] = t
             if missing:
                 new_keys = list(missing)
-                vecs = self._encode_model([missing[k] for k in new_keys], progress)
-                for k, v in zip(new_keys, vecs.astype(np.float16)):
-                    cache[k] = v
-                    self._unsaved.append((k, v))
-                if len(self._unsaved) >= self.flush_every:
-                    self._write()  # the rest at flush() or exit
-                self.encoded += len(new_keys)
+                for idx, vecs in self._encode_model([missing[k] for k in new_keys], progress):
+                    for i, v in zip(idx, vecs.astype(np.float16)):
+                        cache[new_keys[i]] = v
+                        self._unsaved.append((new_keys[i], v))
+                    self.encoded += len(idx)
+                    if len(self._unsaved) >= self.flush_every:
+                        self._write()  # as it goes: a kill loses at most this many texts
             out = np.empty((len(texts), DIM), dtype=np.float32)
             for i, k in enumerate(keys):
-                out[i] = cache[k]
+                out[i] = cache[k]  # all present: trimming waits until the vectors are copied out
                 cache.move_to_end(k)
             self._trim()
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
-    def _encode_model(self, texts: list[str], progress: bool) -> np.ndarray:
+    def _encode_model(self, texts: list[str], progress: bool):
+        """Yields (indices into ``texts``, their vectors) a batch at a time."""
         model = self.model()
         order = np.argsort([len(t) for t in texts])  # similar lengths batch faster
-        out = np.empty((len(texts), DIM), dtype=np.float32)
         from rich.progress import Progress
 
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("embedding call texts", total=len(texts))
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                out[idx] = model.encode([texts[i] for i in idx], batch_size=self.batch_size,
+                yield idx, model.encode([texts[i] for i in idx], batch_size=self.batch_size,
                                         convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
                 bar.update(task, advance=len(idx))
-        return out
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass  # gone already, or a read-only cache: nothing more to do
