@@ -56,6 +56,16 @@ def pytest_configure(config):
         import tempfile
 
         os.environ["TOOLLAT_CACHE"] = tempfile.mkdtemp(prefix="toollat-test-cache-")
+        config._toollat_tmp_cache = os.environ["TOOLLAT_CACHE"]
+
+
+def pytest_unconfigure(config):
+    # the temporary cache goes with the test session (a user's own TOOLLAT_CACHE is left alone)
+    tmp = getattr(config, "_toollat_tmp_cache", None)
+    if tmp:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,16 +6,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from toollat.config import compose
-from toollat.evaluation.evaluate import MODEL, report
-from toollat.evaluation.splits import leave_one_source_out, session_test_mask
+from toollat.estimator import MODEL, ToolLatencyModel
+from toollat.evaluation.evaluate import held_out as split_held_out, leave_one_source_out
 from toollat.features.embed import Embedder
 from toollat.ingest import load_calls
 from toollat.paths import corpus_dir
-from toollat.training import _concat_predictions, fit, score
 
 HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, list[str]] = {
@@ -33,26 +29,16 @@ SHOW = ("mae_log10", "within_2x", "spearman", "kendall", "coverage_p90", "long_r
 
 
 def held_out(df, cfg, embedder):
-    test = session_test_mask(df["session_id"], cfg["split"]["test_fraction"], cfg["seed"])
     t = time.perf_counter()
-    fitted, timings = fit(df[~test].reset_index(drop=True), cfg, embedder)
-    calls, y, preds = score(fitted, df[test].reset_index(drop=True), cfg)
-    rep = report(calls, y, preds)
+    _, rep, _ = split_held_out(df, lambda: ToolLatencyModel.from_config(cfg, embedder), cfg["split"]["test_fraction"], cfg["seed"])
     rep["seconds"] = time.perf_counter() - t
     return rep
 
 
 def loso(df, cfg, embedder):
-    parts, frames, per_source = [], [], {}
-    for src, mask in leave_one_source_out(df["source"]):
-        fitted, _ = fit(df[~mask].reset_index(drop=True), cfg, embedder)
-        calls, y, preds = score(fitted, df[mask].reset_index(drop=True), cfg)
-        parts.append(preds)
-        frames.append((calls, y))
-        per_source[src] = {n: {k: m[k] for k in ("mae_log10", "within_2x", "spearman")} for n, m in report(calls, y, preds)["models"].items()}
-    rep = report(pd.concat([c for c, _ in frames], ignore_index=True), np.concatenate([y for _, y in frames]),
-                 _concat_predictions(parts))
-    rep["per_source"] = per_source
+    rep = leave_one_source_out(df, lambda: ToolLatencyModel.from_config(cfg, embedder))
+    rep["per_source"] = {src: {n: {k: m[k] for k in ("mae_log10", "within_2x", "spearman")} for n, m in ms.items()}
+                         for src, ms in rep["per_source"].items()}
     return rep
 
 

@@ -6,8 +6,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from toollat.bundle import Bundle
 from toollat.config import compose
+from toollat.estimator import ToolLatencyModel
 from toollat.evaluation.splits import session_test_mask
 from toollat.features.embed import Embedder
 from toollat.hints import HintCosts
@@ -15,7 +15,6 @@ from toollat.ingest import ingest, load_calls
 from toollat.paths import corpus_dir, tracelab_dir
 from toollat.predictor import Predictor
 from toollat.simulation.replay import simulate_bundle
-from toollat.training import fit
 
 HERE = Path(__file__).resolve().parent
 HEAD = ("best_static_ttl_s", "hit_rate_static", "hit_rate_toollat", "hit_rate_oracle", "hit_rate_per_tool_median",
@@ -35,16 +34,14 @@ def main() -> None:
     df, _ = load_calls([corpus_dir()])
     test = session_test_mask(df["session_id"], cfg["split"]["test_fraction"], cfg["seed"])
     train, held = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
-    fitted, _ = fit(train, cfg, Embedder(Path(cfg["paths"]["cache"])))
-    card = {"name": "kv_policy_study", "version": "held-out-study", "tools": cfg["tools"], "hints": cfg["hints"],
-            "human_gaps": fitted.human_gaps}
-    predictor = Predictor(Bundle(HERE, card, fitted.pipeline, fitted.model, fitted.baselines))
+    model = ToolLatencyModel.from_config(cfg, Embedder(Path(cfg["paths"]["cache"]))).fit(train)
+    predictor = Predictor(model)
     result = simulate_bundle(predictor, held, plot_path=HERE / "hit_rate_vs_storage.png")
     out = {"held_out": result.to_dict(), "sensitivity": {}, "tracelab": None}
 
     sens = []
     for b in (10.0, 30.0, 60.0, 120.0):
-        p = Predictor(predictor.bundle, costs=replace(HintCosts(**cfg["hints"]), breakeven_s=b))
+        p = Predictor(model, costs=replace(HintCosts(**cfg["hints"]), breakeven_s=b))
         h = simulate_bundle(p, held).headline
         out["sensitivity"][str(b)] = h
         sens.append((b, h))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from toollat.bundle import load_bundle
 from toollat.ingest import load_calls
 from toollat.paths import corpus_dir
 from toollat.predictor import Predictor
@@ -41,7 +40,7 @@ def pct(xs, q):
 
 
 def in_process(model: str, reqs: list[dict], walls: list[float]) -> dict:
-    p = Predictor(load_bundle(model))
+    p = Predictor.load(model)
     p.predict_batch(reqs)  # warm: every text seen once (static features cached, embeddings computed)
     p.reset()
     lat = []
@@ -65,7 +64,7 @@ def in_process(model: str, reqs: list[dict], walls: list[float]) -> dict:
         p.predict_batch(reqs)
         batch.append(len(reqs) / (time.perf_counter() - t))
     # baselines, same process
-    head = p.model.heads[0]
+    head = p.model.model_.heads[0]
     x = np.zeros((1, head.num_feature()), dtype=np.float32)
     t = time.perf_counter()
     for _ in range(2000):
@@ -73,7 +72,7 @@ def in_process(model: str, reqs: list[dict], walls: list[float]) -> dict:
     lgb_one = (time.perf_counter() - t) / 2000
     t = time.perf_counter()
     for _ in range(2000):
-        p.model.raw_one(x[0])
+        p.model.model_.raw_one(x[0])
     raw_all = (time.perf_counter() - t) / 2000
     return {"seen_p50_us": pct(lat, 50) * 1e6, "seen_p99_us": pct(lat, 99) * 1e6,
             "unseen_p50_ms": pct(fresh, 50) * 1e3, "unseen_p99_ms": pct(fresh, 99) * 1e3,
