@@ -74,8 +74,14 @@ class Embedder:
             if self.threads not in _models:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "Loading weights" bar per command
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 import torch
+                import transformers
                 from sentence_transformers import SentenceTransformer
+
+                transformers.utils.logging.disable_progress_bar()
+                logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
 
                 if self.threads:
                     torch.set_num_threads(self.threads)
