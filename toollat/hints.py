@@ -56,6 +56,12 @@ class Hint:
     def host_ttl_ms(self) -> float:
         return self.ttl_ms if self.action == "offload" else 0.0
 
+    def for_engine(self, engine: str, costs: HintCosts | None = None) -> dict:
+        """This hint in a serving engine's own request fields ("vllm", "sglang", "trtllm",
+        "mooncake", "dynamo"); shapes and sources in ``toollat.engines``."""
+        from toollat.engines import render  # engines imports this module
+        return render(self, engine, costs or HintCosts())
+
 
 def decide(levels, values_ms, costs: HintCosts = HintCosts()) -> Hint:
     """The hint for one gap, from its predicted quantiles (levels in (0,1), values in ms, ascending)."""
