@@ -51,6 +51,22 @@ DEFAULT_MODEL: dict[str, Any] = {"kind": "lgbm"}
 MIN_TRAIN_CALLS = 50
 
 
+def static_embedder(cache: Path, dims: int):
+    """The static embedder distilled from MiniLM at ``dims``: from the cache, or distilled (about
+    15 s, needs torch) and cached."""
+    from toollat.features.static_embed import StaticEmbedder, StaticEmbedderError
+
+    where = Path(cache) / "static" / f"minilm-d{dims}"
+    if (where / "static.json").is_file():
+        try:
+            return StaticEmbedder.load(where)
+        except StaticEmbedderError:
+            pass  # damaged: distil again
+    emb = StaticEmbedder.distill(dims)
+    emb.save(where)
+    return emb
+
+
 class NotFittedError(RuntimeError):
     """``predict``/``save`` on a model that was never fitted."""
 
@@ -140,6 +156,8 @@ class ToolLatencyModel:
         if unknown:
             raise ValueError(f"unknown feature settings {unknown}; known: {sorted(known)}")
         spec = dict(self.model or DEFAULT_MODEL)
+        if feats.get("embedder", "minilm") not in ("minilm", "static"):
+            raise ValueError(f"features.embedder must be minilm or static, not {feats.get('embedder')!r}")
         if spec.get("kind") not in MODELS:
             raise ValueError(f"unknown model kind {spec.get('kind')!r}; known: {sorted(MODELS)}")
         if self.tools is not None and (not isinstance(self.tools, dict) or set(self.tools) - {"families", "names"}):
@@ -159,10 +177,15 @@ class ToolLatencyModel:
     def hint_costs(self) -> HintCosts:
         return HintCosts(**(self.hints or {}))
 
-    def _embedder(self) -> Embedder | None:
-        if self.embedder is None:
-            from toollat.paths import cache_dir
+    def _embedder(self, fcfg: FeatureConfig | None = None):
+        """The text encoder the features use: the runtime MiniLM ``Embedder`` (cached on disk), or
+        for ``features.embedder=static`` the distilled static embedder (built once per machine
+        and dimension in the cache, then stored in the bundle)."""
+        from toollat.paths import cache_dir
 
+        if fcfg is not None and fcfg.embedder == "static":
+            return static_embedder(cache_dir(), fcfg.static_dims)
+        if self.embedder is None:
             self.embedder = Embedder(cache_dir(), threads=self.threads)
         return self.embedder
 
@@ -172,7 +195,7 @@ class ToolLatencyModel:
         needs them); the model and baselines learn the in-scope calls with a known target."""
         levels, fcfg, spec, _ = self._checked()
         started = time.perf_counter()
-        pipeline = FeaturePipeline(fcfg, self._embedder() if fcfg.uses_text else None, target=self.target)
+        pipeline = FeaturePipeline(fcfg, self._embedder(fcfg) if fcfg.uses_text else None, target=self.target)
         X = pipeline.fit_transform(calls, to_log10_s(history_ms(calls, self.target)), progress=progress)
         seconds_features = time.perf_counter() - started
         y = target_ms(calls, self.target)
@@ -301,7 +324,7 @@ class ToolLatencyModel:
         try:
             levels, fcfg, _, _ = m._checked()
             state = card["state"]
-            if fcfg.uses_text and m.embedder is None:
+            if fcfg.uses_text and fcfg.embedder == "minilm" and m.embedder is None:
                 m._embedder()
             m.pipeline_ = FeaturePipeline.load(path, m.embedder, target=m.target)
             m.bounds_ = DurationBounds.from_dict(m.bounds)

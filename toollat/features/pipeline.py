@@ -42,6 +42,8 @@ NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_per
 class FeatureConfig:
     args: bool = True          # parsed arguments
     embeddings: bool = True    # PCA of the sentence embedding
+    embedder: str = "minilm"   # "minilm" (sentence-transformers, torch) or "static" (distilled, numpy only)
+    static_dims: int = 128     # dimensions of the static embedder
     memory: bool = True        # nearest-neighbour memory of training calls
     context: bool = True       # causal session history
     project: bool = False      # causal history of the project's other sessions (cross-session memory)
@@ -216,7 +218,7 @@ class FeaturePipeline:
         blocks = [np.array([self._encode_static(x, *p) for x, p in zip(calls, parsed)], dtype=np.float64).reshape(len(calls), -1)]
         if c.uses_text:
             texts, text_idx = np.unique([embed_text(x.tool, x.args) for x in calls], return_inverse=True)
-            vecs = self._embed(list(texts), progress) if len(texts) else np.zeros((0, 384), np.float32)
+            vecs = self._embed(list(texts), progress) if len(texts) else np.zeros((0, len(self.pca_mean)), np.float32)
             if c.embeddings:
                 blocks.append(self._project(vecs, c.pca_dims)[text_idx])
             if c.memory:
@@ -315,6 +317,8 @@ class FeaturePipeline:
             "vocabs": {n: v.hashes for n, v in self.vocabs.items()},
         }
         (directory / "features.json").write_text(json.dumps(state, indent=1))
+        if self.config.uses_text and self.config.embedder == "static":
+            self.embedder.save(directory, "static")  # the embedder is part of the bundle (numbers only)
         if self.config.uses_text:
             np.save(directory / "pca_mean.npy", self.pca_mean.astype(np.float32), allow_pickle=False)
             np.save(directory / "pca_components.npy", self.pca_components.astype(np.float32), allow_pickle=False)
@@ -325,7 +329,12 @@ class FeaturePipeline:
     def load(cls, directory: Path, embedder: Embedder | None, target: str = "wall") -> "FeaturePipeline":
         directory = Path(directory)
         state = json.loads((directory / "features.json").read_text())
-        pipe = cls(FeatureConfig.from_dict(state["config"]), embedder, target)
+        config = FeatureConfig.from_dict(state["config"])
+        if config.uses_text and config.embedder == "static":
+            from .static_embed import StaticEmbedder
+
+            embedder = StaticEmbedder.load(directory, "static")
+        pipe = cls(config, embedder, target)
         if pipe.names != state["names"]:
             raise ValueError("bundle features do not match this toollat version's feature layout")
         pipe.vocabs = {n: Vocab([int(h) for h in hashes]) for n, hashes in state["vocabs"].items()}
