@@ -9,6 +9,7 @@ pickle of toollat objects) and registers it under the experiment's name, so
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from toollat import __version__
 
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration INFO lines in the run's output
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
