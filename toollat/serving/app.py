@@ -37,7 +37,6 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from toollat.features.text import embed_text
 from toollat.predictor import Predictor
 
 from .protocol import ServerLimits
@@ -146,7 +145,7 @@ class _SeenTexts:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def new(self, texts: set[str]) -> set[int]:
+    def new(self, texts: set[bytes]) -> set[int]:
         with self._lock:
             return {h for h in map(hash, texts) if h not in self._seen}
 
@@ -157,6 +156,12 @@ class _SeenTexts:
                 self._seen.move_to_end(h)
             while len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
+
+
+def _text_key(call: dict[str, Any]) -> bytes:
+    # What the embedding model would see, cheaply: the tool and the start of its arguments (the
+    # embedded text is cut short too; a regex pass over a 10 MB command here would hold the GIL).
+    return call["tool"].encode() + b"\x1f" + orjson.dumps(call.get("args") or {}, option=orjson.OPT_SORT_KEYS)[:4096]
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -237,7 +242,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
     def predict_work(body: bytes) -> Response:
         req: PredictRequest = parse(body, PredictRequest)
         calls = [c.model_dump(exclude_none=True) for c in req.calls]
-        new = seen.new({embed_text(c["tool"], c.get("args", {})) for c in calls})
+        new = seen.new({_text_key(c) for c in calls})
         if len(new) > limits.max_new_texts:
             raise _BadRequest(413, f"{len(new)} calls with never-seen text; at most {limits.max_new_texts} per request: "
                                    "split the batch")
@@ -295,7 +300,11 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             _, defs = models_json_schema([(PredictRequest, "validation"), (ObserveRequest, "validation")],
                                          ref_template="#/components/schemas/{model}")
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            schemas = defs.get("$defs", {})
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+            for path, name in (("/v1/predict", "PredictRequest"), ("/v1/observe", "ObserveRequest")):
+                body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+                body["schema"] = schemas[name]  # inline, so /docs shows the fields at a glance
             app.openapi_schema = spec
         return app.openapi_schema
 

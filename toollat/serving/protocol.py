@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from dataclasses import dataclass
 
 import uvicorn
@@ -21,7 +22,7 @@ class ServerLimits:
     """What one request, and one connection, may cost the server."""
 
     max_body_bytes: int = 16 * 1024 * 1024
-    max_new_texts: int = 2_048        # calls per request whose text this server has not seen (each needs the embedding model)
+    max_new_texts: int = 256          # calls per request whose text this server has not seen (each needs the embedding model)
     max_inflight: int = 32            # requests reading their body, waiting for or doing model work; beyond: 503
     model_threads: int = 2            # worker threads for parsing, validating and the model (off the event loop)
     header_timeout_s: float = 10.0    # a request head must arrive within this
@@ -104,4 +105,6 @@ def server_config(app, host: str, port: int, limits: ServerLimits, log_level: st
 
 def run(app, host: str, port: int, limits: ServerLimits, log_level: str = "info") -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Model work runs in threads; a shorter GIL switch interval lets the event loop answer sooner.
+    sys.setswitchinterval(0.001)
     uvicorn.Server(server_config(app, host, port, limits, log_level, loop="uvloop")).run()
