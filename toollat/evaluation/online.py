@@ -25,7 +25,7 @@ from .evaluate import report
 def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False):
     """``(calls, y_ms, {name: (Prediction, threshold)})`` like ``ToolLatencyModel.scored``, with the
     model's predictions made online in time order."""
-    from rich.progress import Progress
+    from toollat.progress import progress_bar
 
     from toollat.predictor import Predictor
 
@@ -45,7 +45,7 @@ def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool
     ids = [c.call_id or f"row-{i}" for i, c in enumerate(calls)]
     for i, c in enumerate(calls):
         c.call_id = ids[i]
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("replaying calls online", total=len(events))
         for k, (t, kind, i) in enumerate(events):
             if kind == 0:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from toollat.ingest.families import tool_family
+from toollat.ingest.files import parse_ts_ms
 
 
 @dataclass(slots=True)
@@ -102,6 +103,9 @@ def _ms(v: Any) -> float | None:
         return None
     if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
         return float(v) if math.isfinite(v) else None
+    if isinstance(v, str):  # the one ISO-8601 parser ingest uses
+        ms = parse_ts_ms(v)
+        return float(ms) if ms is not None else None
     try:
         ts = pd.Timestamp(v)
     except (ValueError, TypeError):

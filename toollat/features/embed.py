@@ -245,9 +245,9 @@ class Embedder:
         """Yields (indices into ``texts``, their vectors) a batch at a time."""
         model = self.model()
         order = np.argsort([len(t) for t in texts])  # similar lengths batch faster
-        from rich.progress import Progress
+        from toollat.progress import progress_bar
 
-        with Progress(disable=not progress, transient=True) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("embedding call texts", total=len(texts))
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]

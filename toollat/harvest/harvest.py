@@ -83,9 +83,6 @@ class HarvestReport:
         self.min_ms = call.ms if self.min_ms is None else min(self.min_ms, call.ms)
         self.max_ms = call.ms if self.max_ms is None else max(self.max_ms, call.ms)
 
-    def call_ms(self) -> dict[str, float]:
-        return {c.call_id: c.ms for c in self.harvested}
-
     def to_dict(self, with_calls: bool = False) -> dict[str, Any]:
         d = asdict(self)
         d["files"] = [str(p) for p in self.files]
@@ -214,7 +211,6 @@ def _remove_tree(path: Path) -> None:
 
 
 def _progress_bar(enabled: bool):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from toollat.progress import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=True)
+    return progress_bar(enabled)

@@ -124,9 +124,6 @@ def load_calls(paths: Sequence[str | Path], redact: bool = True, progress: bool 
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from toollat.progress import progress_bar
 
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        disable=not enabled, transient=True,
-    )
+    return progress_bar(enabled)

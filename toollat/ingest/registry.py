@@ -19,7 +19,6 @@ from .tracelab import DUCKDB_MAGIC, TraceLabDuckDBReader, TraceLabJsonlReader
 
 READERS: list[Reader] = [ClaudeCodeReader(), CodexReader(), TraceLabJsonlReader()]
 DUCKDB_READER: Reader = TraceLabDuckDBReader()
-BY_NAME: dict[str, Reader] = {r.name: r for r in [*READERS, DUCKDB_READER]}
 
 SNIFF_LINES = 50
 MAX_SNIFF_BYTES = 16 * 1024 * 1024
