@@ -83,3 +83,21 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, "train.py", "+exp=nope", f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "nope" in proc.stderr and "grep_shell" in proc.stderr
+
+
+def test_run_registers_a_pyfunc_model_and_exports_its_held_out_split(trained, corpus):
+    """`mlflow.pyfunc.load_model("models:/grep_shell/latest").predict(calls_df)` returns the quantiles."""
+    tmp, out = trained
+    held = tmp / "hydra" / "held_out_sessions.parquet"
+    assert held.is_file()
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    model = mlflow.pyfunc.load_model("models:/grep_shell/latest")
+    calls = pd.read_parquet(held).head(50)
+    pred = model.predict(calls)
+    assert {"pred_p10_ms", "pred_p50_ms", "pred_p90_ms", "pred_p99_ms", "pred_p_long"} <= set(pred.columns)
+    assert len(pred) == len(calls) and (pred["pred_p90_ms"] >= pred["pred_p50_ms"]).all()
+    card = json.loads((tmp / "models" / "grep_shell" / "card.json").read_text())
+    assert str(tmp) not in json.dumps(card)  # no absolute path of this machine in a shareable bundle
