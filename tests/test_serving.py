@@ -387,11 +387,12 @@ def test_openapi_is_self_consistent(client):
 def test_schemathesis_finds_nothing(small_bundle):
     """`st run --checks all` against a real `toollat serve` (the experiments/schemathesis script, ~30 s)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "schemathesis" / "run.py"
     spec = importlib.util.spec_from_file_location("schemathesis_run", path)
-    mod = importlib.util.module_from_spec(spec)
+    mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
     spec.loader.exec_module(mod)
     result = mod.fuzz(str(small_bundle), seed=1)
     assert result.generated > 100 and result.failures == 0 and result.exit_code == 0, result.summary
