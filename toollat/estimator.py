@@ -309,7 +309,8 @@ class ToolLatencyModel:
                 "feature_names": self.feature_names_,
             }
 
-        path, card = bundle_io.write_bundle(Path(directory), self.get_params(), write, info or {})
+        summary = {"target": self.target, "tools": self.tools}  # at the card's top, for people reading it
+        path, card = bundle_io.write_bundle(Path(directory), self.get_params(), write, {**summary, **(info or {})})
         self.card_ = card
         return path
 
