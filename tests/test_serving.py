@@ -299,7 +299,7 @@ def test_huge_head_gets_431(server):
     assert head.startswith(b"HTTP/1.1 431")
 
 
-def test_too_many_in_flight_gets_503(server):
+def test_too_many_in_flight_gets_429(server):
     base, _ = server
     port = base.rsplit(":", 1)[1]
     slow = []
@@ -311,7 +311,7 @@ def test_too_many_in_flight_gets_503(server):
     time.sleep(0.3)
     r = httpx.post(base + "/v1/observe", json={"observations": [{"call_id": "x", "latency_ms": 1}]},
                    headers={"Authorization": f"Bearer {TOKEN}"})
-    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
     for s in slow:
         assert s.recv(200).startswith(b"HTTP/1.1 408")
         s.close()
@@ -374,7 +374,7 @@ def test_openapi_is_self_consistent(client):
     assert refs and refs <= defined, refs - defined
     for path in ("/v1/predict", "/v1/observe"):
         op = spec["paths"][path]["post"]
-        assert {"200", "400", "401", "408", "413", "415", "421", "422", "503"} <= set(op["responses"])
+        assert {"200", "400", "401", "408", "413", "415", "421", "422", "429"} <= set(op["responses"])
         assert op["security"] == [{"HTTPBearer": []}]
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "security" not in spec["paths"]["/healthz"]["get"]
@@ -396,3 +396,17 @@ def test_schemathesis_finds_nothing(small_bundle):
     spec.loader.exec_module(mod)
     result = mod.fuzz(str(small_bundle), seed=1)
     assert result.generated > 100 and result.failures == 0 and result.exit_code == 0, result.summary
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm", "mooncake", "dynamo"])
+def test_engine_hint(client, engine):
+    r = client.post("/v1/predict", json={"calls": [{"tool": "Bash", "args": {"command": "sleep 100"}}], "engine": engine})
+    assert r.status_code == 200, r.text
+    pred = r.json()["predictions"][0]
+    assert isinstance(pred["engine_hint"], dict) and pred["engine_hint"]
+    assert "engine_hint" not in client.post("/v1/predict", json={"calls": [{"tool": "Bash"}]}).json()["predictions"][0]
+
+
+def test_unknown_engine_is_422(client):
+    r = client.post("/v1/predict", json={"calls": [{"tool": "Bash"}], "engine": "tgi"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["engine"]

@@ -232,7 +232,7 @@ class Load:
         out.write_text(f"""# Hostile load on `toollat serve` (written by run.py)
 
 Model `{self.model}`, server on 127.0.0.1, `--max-new-texts 2048` (so the 2,000-text batch is admitted), other limits
-at their defaults; {'quick sizes (--quick)' if self.quick else 'full sizes'}; machine: {os.cpu_count()} cores shared.
+at their defaults (32 requests in flight, then 429); {'quick sizes (--quick)' if self.quick else 'full sizes'}; machine: {os.cpu_count()} cores shared.
 
 **{five} responses 5xx**; `/healthz` p99 {summary['healthz_p99_ms']:.1f} ms, max {summary['healthz_max_ms']:.1f} ms over
 {len(all_ms):,} probes; server RSS at most {summary['rss_max_mib']:.0f} MiB.

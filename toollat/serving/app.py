@@ -1,6 +1,6 @@
 """The HTTP API, a thin layer over one in-process ``Predictor``.
 
-- ``POST /v1/predict``  ``{"calls": [...]}`` -> ``{"model": {...}, "predictions": [...]}``
+- ``POST /v1/predict``  ``{"calls": [...], "engine"?}`` -> ``{"model": {...}, "predictions": [...]}``
 - ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
 - ``GET /healthz``, ``GET /v1/model`` (with running calibration); OpenAPI at ``/openapi.json``, ``/docs``
 
@@ -11,7 +11,7 @@ without a preflight), a body that is not UTF-8 JSON a 400, one over the size lim
 not received in time a 408, a field of the wrong type or out of range a 422, and with a token
 set every ``/v1`` route wants ``Authorization: Bearer <token>`` (401). Parsing, validation and
 the model run in worker threads behind a capacity limiter, so the event loop (and /healthz)
-answers while a large batch is predicted; too many requests in flight get a 503 with
+answers while a large batch is predicted; too many requests in flight get a 429 with
 ``Retry-After``, and a request with more never-seen texts than ``max_new_texts`` a 413.
 Session history lives in the one process (so run a single worker), bounded by the Predictor.
 Each request is logged as one JSON line (``toollat.access``).
@@ -168,7 +168,7 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     why = {400: "Body not JSON, or not UTF-8, or bad Content-Length", 401: "Missing or wrong bearer token",
            408: "Body not received in time", 413: "Body too large, or too many never-seen call texts",
            415: "Content-Type is not application/json", 421: "Host header is not this server",
-           422: "A field is missing, of the wrong type or out of range", 503: "Too many requests in flight; retry"}
+           422: "A field is missing, of the wrong type or out of range", 429: "Too many requests in flight; retry after Retry-After seconds"}
     return {c: {"model": ErrorOut, "description": why[c]} for c in codes}
 
 
@@ -227,9 +227,9 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
             raise _BadRequest(422, "invalid request", _validation_detail(e)) from None
 
     async def handle(request: Request, work: Callable[[bytes], Response]) -> Response:
-        """Admission, body, then the work in a worker thread; every refusal a 4xx/503 with a reason."""
+        """Admission, body, then the work in a worker thread; every refusal a 4xx with a reason."""
         if inflight[0] >= limits.max_inflight:
-            return _error(503, f"{limits.max_inflight} requests in flight: retry shortly", headers={"Retry-After": "1"})
+            return _error(429, f"{limits.max_inflight} requests in flight: retry shortly", headers={"Retry-After": "1"})
         inflight[0] += 1
         try:
             body = await read_body(request)
@@ -251,7 +251,11 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         except ValueError as e:
             raise _BadRequest(422, str(e)) from None
         seen.add(new)
-        return _json({"model": model_ref, "predictions": [p.to_dict() for p in preds]})
+        out = [p.to_dict() for p in preds]
+        if req.engine is not None:
+            for d, p in zip(out, preds):
+                d["engine_hint"] = p.hint.for_engine(req.engine, predictor.costs)
+        return _json({"model": model_ref, "predictions": out})
 
     def observe_work(body: bytes) -> Response:
         req: ObserveRequest = parse(body, ObserveRequest)
@@ -276,7 +280,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         deps.append(Depends(require_token))
         v1_codes.append(401)
     v1 = APIRouter(prefix="/v1", dependencies=deps)
-    post_codes = (*v1_codes, 400, 408, 413, 415, 422, 503)
+    post_codes = (*v1_codes, 400, 408, 413, 415, 422, 429)
 
     @v1.get("/model", response_model=ModelInfo, responses=_responses(*v1_codes))
     async def model_info():

@@ -23,7 +23,7 @@ class ServerLimits:
 
     max_body_bytes: int = 16 * 1024 * 1024
     max_new_texts: int = 256          # calls per request whose text this server has not seen (each needs the embedding model)
-    max_inflight: int = 32            # requests reading their body, waiting for or doing model work; beyond: 503
+    max_inflight: int = 32            # requests reading their body, waiting for or doing model work; beyond: 429
     model_threads: int = 2            # worker threads for parsing, validating and the model (off the event loop)
     header_timeout_s: float = 10.0    # a request head must arrive within this
     body_timeout_s: float = 30.0      # and its body within this (408)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from toollat.engines import ENGINES
 from toollat.predictor import MAX_LATENCY_MS
 
 MAX_ID = 200                 # characters of a call/session id, a tool or agent name
@@ -94,6 +95,8 @@ class CallIn(BaseModel):
 
 class PredictRequest(BaseModel):
     calls: list[CallIn] = Field(min_length=1, max_length=100_000)
+    engine: Literal[ENGINES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="Also give each hint in this serving engine's request fields (engine_hint)")
 
 
 # An observation names its call by call_id, or by session_id and tool: said in the schema too.
@@ -138,6 +141,7 @@ class PredictionOut(BaseModel):
     p_long: float
     hint: HintOut
     fallback: Literal["family", "global"] | None = Field(default=None, description="the tool was never seen in training")
+    engine_hint: dict[str, Any] | None = Field(default=None, description="the hint in the requested engine's terms")
 
 
 class ModelRef(BaseModel):
