@@ -33,7 +33,7 @@ from toollat.units import history_ms
 from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
-from .text import code, embed_text, exact_key
+from .text import code, digest, embed_text, exact_key
 
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
 
@@ -110,7 +110,7 @@ class FeaturePipeline:
         self.pca_components = np.zeros((0, 0), dtype=np.float32)
         self.memory: NeighborMemory | None = None
         self._static_cache: OrderedDict = OrderedDict()
-        self.static_cache_size = 200_000
+        self.static_cache_size = 50_000  # entries of at most ~3 KB (row + keys, command key cut at 2,000 chars)
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -272,8 +272,10 @@ class FeaturePipeline:
     # -- online (the Predictor) -----------------------------------------------------------------
     def static_row(self, call: Call) -> tuple[np.ndarray, tuple]:
         """Static features and history keys of one call, cached by the call's identity."""
-        ck = (call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else None,
-              call.agent, call.model, call.permission_mode)
+        # keyed by a 16-byte digest, not the argument text: a cache entry costs the same (its
+        # feature row and keys) whether the command was 10 bytes or 10 MB
+        ck = digest("\x1f".join((call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else "\x00",
+                                  call.agent or "", call.model or "", call.permission_mode or "")))
         hit = self._static_cache.get(ck)
         if hit is not None:
             self._static_cache.move_to_end(ck)
