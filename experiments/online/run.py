@@ -72,8 +72,18 @@ def main() -> None:
         loso = {k: {**report(calls, y, pool_predictions(parts[k])), "per_source": per_source[k]} for k in SHIFTS}
         results[feat] = {"overrides": FEATURES[feat], "held_out_batch": batch, "held_out": held, "loso": loso,
                          "seconds": time.perf_counter() - t}
-        (HERE / "results.json").write_text(dumps(results))
-    write_md(results, df, time.perf_counter() - started)
+        (HERE / f"results_{feat}.json").write_text(dumps(results[feat]))
+    write_md(merged(), df, time.perf_counter() - started)
+
+
+def merged() -> dict:
+    """Every feature set measured so far (one results_<features>.json each), in FEATURES order."""
+    out = {}
+    for feat in FEATURES:
+        f = HERE / f"results_{feat}.json"
+        if f.is_file():
+            out[feat] = json.loads(f.read_text())
+    return out
 
 
 def _row(name, rep):
