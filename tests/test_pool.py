@@ -143,7 +143,11 @@ def test_real_sessions_bad_input_reported(real_calls):
     out = json.dumps(res.to_dict(), allow_nan=False)
     assert "gap_closed_vs_lru" in out
     lru, bel = ([r["hit_rate"] for r in res.policies[n]] for n in ("lru", "belady"))
-    assert all(l <= b + 1e-12 for l, b in zip(lru, bel))
+    # Belady is exact for block hits while paused KV competes for the pool; below one context
+    # (active KV alone overcommits it) whole requests arrive at once and it is only nearly so.
+    for n, l, b in zip(res.pools, lru, bel):
+        # (exact in blocks; in tokens, up to the partial last block of a context)
+        assert l <= b + (1e-6 if n >= tl.tokens.max() else 1e-4), (n, l, b)
     assert all(np.diff(lru) >= -1e-12) and all(np.diff(bel) >= -1e-12)
     assert res.policies["lru"][0]["requests_larger_than_pool"] == len(tl)
 

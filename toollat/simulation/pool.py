@@ -21,7 +21,7 @@ shifted in time to start when that lane's previous session ended (all streams of
 together, so its own timeline is unchanged). About ``concurrency`` sessions are then live at
 every moment, each on its logged timeline.
 
-**Replay** (``replay``), events in time order (at equal times pauses before resumes):
+**Replay** (``replay``), events in time order (at equal times, each stream's own order):
 
 - pause: the request's context becomes a paused entry, evictable; its growth since it resumed
   (fresh tokens) is allocated now.
@@ -38,8 +38,10 @@ every moment, each on its logged timeline.
 
 - ``lru``: the least recently paused first (vLLM's and SGLang's default).
 - ``static_ttl`` T: protected for T after the pause, then LRU (soft pin).
-- ``belady``: the furthest true resume first (the bound: optimal for GPU hits without a host
-  tier, since every block of an entry is next used at the same instant).
+- ``belady``: the furthest true resume first (the bound: optimal for GPU block hits without a
+  host tier, since every block of an entry is next used at the same instant; in a pool smaller
+  than the active KV alone, where whole requests arrive at once, only nearly; in tokens, up
+  to the partial last block of a context: within 1e-6 in hit rate on the shared corpus).
 - ``per_tool`` and ``toollat`` (``Predicted``): **the priority rule**. Holding a paused block
   until its request resumes saves one re-prefilled token at a price of (resume - now)
   token-seconds, so its value density is 1 / (expected resume - now): evict the largest
@@ -413,16 +415,19 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
             if g[j] > 0:
                 gpu.push(j, key_of[j])
 
-    # events: (time, 0 = pause | 1 = resume, entry)
-    events = sorted([(float(tl.start[i]), 0, i) for i in range(n)] + [(float(tl.end[i]), 1, i) for i in range(n)])
+    # events: (time, order, 1 = pause | 0 = resume, entry). Rows are grouped by stream in time
+    # order, so order 2i (pause i) < 2i+1 (resume i) < 2i+2 keeps each stream's sequence at
+    # equal times (a zero gap; a request resuming and pausing again at once).
+    events = sorted([(float(tl.start[i]), 2 * i, 1, i) for i in range(n)]
+                    + [(float(tl.end[i]), 2 * i + 1, 0, i) for i in range(n)])
     last_tokens: dict[int, float] = {}      # stream -> context at its last pause
     is_last = np.ones(n, dtype=bool)         # rows are grouped by stream, in time order
     if n > 1:
         is_last[:-1] = tl.stream[1:] != tl.stream[:-1]
-    for t, kind, i in events:
+    for t, _, kind, i in events:
         s = int(tl.stream[i])
         advance(t)
-        if kind == 0:
+        if kind == 1:
             before = active.pop(s, None)
             # fresh prefill: a stream's first context, then its growth
             st["fresh"] += max(float(tl.tokens[i]) - last_tokens.get(s, 0.0), 0.0)
