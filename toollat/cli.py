@@ -1,4 +1,4 @@
-"""The ``toollat`` command line: ingest, evaluate, predict, serve, simulate, harvest.
+"""The ``toollat`` command line: ingest, evaluate, predict, serve, simulate, replay, harvest.
 
 Each command is a thin shell around a library function; heavy imports happen inside the
 command so ``toollat --help`` stays fast.
@@ -316,6 +316,66 @@ def simulate(
         f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()
         if k in ("best_static_ttl_s", "hit_rate_static", "hit_rate_toollat", "hit_rate_oracle",
                  "gap_closed_at_equal_storage", "storage_ratio_at_equal_hit_rate")))
+    if plot is not None:
+        out.print(f"plot: {plot}")
+
+
+@app.command()
+def replay(
+    model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
+    data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
+    pool_tokens: Annotated[list[int] | None, typer.Option("--pool-tokens", help="GPU KV pool size in tokens (repeatable; default: fractions of the peak demand).")] = None,
+    host_tokens: Annotated[int, typer.Option("--host-tokens", help="Host-memory KV tier in tokens (0: none).")] = 0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Sessions live at once (sessions are shifted in time onto this many lanes).")] = 16,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs pool-size plot here (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {headline, policies, data} as JSON.")] = False,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
+) -> None:
+    """Replay many sessions at once against a fixed GPU KV pool: hit rate per eviction policy and pool size."""
+    from toollat.predictor import Predictor
+    from toollat.simulation.pool import plot_pools, replay_bundle
+    from toollat.simulation.replay import _log_to_active_mlflow_run
+
+    if not data:
+        fail("give --data PATH (logs, directories or a calls .parquet)")
+    if concurrency < 1:
+        fail("--concurrency must be >= 1")
+    if host_tokens < 0 or any(n <= 0 for n in pool_tokens or []):
+        fail("--pool-tokens must be > 0 and --host-tokens >= 0")
+    df = _data(list(data), progress=not as_json and sys.stderr.isatty())
+    predictor = Predictor(_model(model))
+    df, _ = _unseen(predictor.model, df, exclude_seen)
+    try:
+        result = replay_bundle(predictor, df, pool_tokens, host_tokens, concurrency,
+                               progress=not as_json and sys.stderr.isatty())
+    except ValueError as e:
+        fail(str(e))
+    if plot is not None:
+        plot_pools(result, plot)
+        _log_to_active_mlflow_run(plot)
+    if as_json:
+        from toollat.jsonio import dumps
+
+        print(dumps(result.to_dict()))
+        return
+    out = Console(width=max(Console().width, 120))
+    d = result.data
+    out.print(f"{d.get('pauses', 0):,} pauses of {d.get('sessions', 0):,} sessions at concurrency {concurrency}; "
+              f"peak demand {d.get('peak_demand_tokens', 0):,.0f} tokens; host tier {host_tokens:,} tokens")
+    for note in d.get("notes", []):
+        out.print(f"note: {note}")
+    from rich.table import Table
+
+    t = Table(show_edge=False, title="token hit rate by GPU pool size (tokens)")
+    t.add_column("policy")
+    for n in result.pools:
+        t.add_column(f"{n:,}", justify="right")
+    for name, rows in result.policies.items():
+        t.add_row(name, *("-" if r["hit_rate"] is None else f"{r['hit_rate']:.3f}" for r in rows))
+    out.print(t)
+    h = result.headline
+    fmt = lambda x: "n/a (Belady never beats LRU by 0.02)" if x is None else f"{x:.3f}"
+    out.print(f"[bold]gap closed vs LRU[/bold]: toollat {fmt(h.get('gap_closed_vs_lru'))}, per_tool {fmt(h.get('gap_closed_vs_lru_per_tool'))}")
     if plot is not None:
         out.print(f"plot: {plot}")
 
