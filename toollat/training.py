@@ -109,7 +109,14 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
         tracker.dict(summary, "data_summary.json")
 
         split = cfg["split"]
-        fitted, held, (calls, y_ms, preds) = score_held_out(df, make_model, split["test_fraction"], cfg.get("seed", 0), progress)
+        cluster = cfg.get("cluster") or {"kind": "none"}
+        if cluster["kind"] == "dask":  # features and boosters on a Dask cluster (toollat/distributed.py)
+            from toollat.distributed import fit_on_cluster, held_out_on_cluster
+
+            console.print(f"[bold]cluster:[/bold] dask at {cluster.get('address', 'local')}")
+            fitted, held, (calls, y_ms, preds) = held_out_on_cluster(df, make_model, split["test_fraction"], cfg.get("seed", 0), cluster)
+        else:
+            fitted, held, (calls, y_ms, preds) = score_held_out(df, make_model, split["test_fraction"], cfg.get("seed", 0), progress)
         timings = dict(fitted.timings_)
         console.print(metrics_table("held-out sessions", held))
         if run_dir is not None:
@@ -130,7 +137,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
         export = fitted
         if split.get("refit_full"):
             console.print("refitting on every call for export")
-            export = make_model().fit(df, progress=progress)
+            export = fit_on_cluster(make_model(), df, cluster) if cluster["kind"] == "dask" else make_model().fit(df, progress=progress)
         timings["seconds_total"] = time.perf_counter() - started
 
         for name, m in held["models"].items():
