@@ -40,13 +40,20 @@ def test_belady_by_hand():
 def test_priority_rule_by_hand():
     # Right predictions: at t=2 the expected resumes are A 0 + E[G | G > 2 s] = 3.28 (the 1 s and
     # 2 s points have passed: (.4*3 + .09*4 + .01*8) / .5), B 1 + 8.4, C 2 + 2.54: B is evicted.
-    good = Predicted("good", np.array([SHORT, SHORT, LONG, SHORT]), hints=False)
+    good = Predicted("good", np.array([SHORT, SHORT, LONG, SHORT]), hints=False, rule="mean")
     assert replay(TL, good, POOL)["hit_rate"] == pytest.approx(3 / 4)
     # Wrong predictions (A long, B short): t=2: A 25.4, B 1 + 2.71, C 2 + 8.4: A is evicted and
     # misses; at t=3 B (1 + 3.28) and C (10.4) are paused: C is evicted and misses; A and B hit.
-    bad = Predicted("bad", np.array([MID, MID, SHORT, LONG]), hints=False)
+    bad = Predicted("bad", np.array([MID, MID, SHORT, LONG]), hints=False, rule="mean")
     r = replay(TL, bad, POOL)
     assert r["hit_rate"] == pytest.approx(2 / 4) and r["evictions"] == 2
+    # The index rule orders these the same way here ...
+    assert replay(TL, Predicted("i", np.array([SHORT, SHORT, LONG, SHORT]), hints=False), POOL)["hit_rate"] == pytest.approx(3 / 4)
+    # ... and is never above the conditional mean: holding to the end is one of its horizons
+    # (SHORT at a = 0: to the end 2.54 s per hit; to 4 s, (.1*1 + .4*2 + .4*3 + .1*4) / .99 = 2.525)
+    p = Predicted("i", np.array([SHORT]), hints=False)
+    assert (p.index <= p.cond_mean - np.r_[0, p.support[0, :-1]] + 1e-9).all()
+    assert p.index[0, 0] == pytest.approx(2.5 / 0.99)
 
 
 def test_hint_demotes_and_keys_change_with_time():

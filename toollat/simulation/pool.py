@@ -49,7 +49,11 @@ every moment, each on its logged timeline.
   support of ``toollat.hints``: mass between two levels at the upper value, the tail at twice
   the top value) and the time ``a`` already waited, the expected resume is
   ``pause + E[G | G > a]``, a step function of ``a`` that changes at the support points; past
-  the whole support it is infinite. On top, the hint of ``toollat.hints.decide_plans`` applied
+  the whole support it is infinite. That is ``rule="mean"``; the default ``"index"``
+  refines it for heavy tails (a p99 of minutes makes the mean large for a call that most likely
+  returns in a second): the fewest token-seconds held per hit over any holding horizon h,
+  ``min_h E[min(G - a, h) | G > a] / P(G <= a + h | G > a)``, with h and ``a`` at the support
+  points, and the key ``pause + a + index``. For a certain gap both equal Belady's key. On top, the hint of ``toollat.hints.decide_plans`` applied
   to the tiers: ``keep`` T ranks by expected resume for T, then is demoted (below every kept
   entry) and goes to the host tier on eviction if its ``then`` is ``offload``; ``offload``
   copies the KV to the host tier at the pause and is demoted in GPU memory; ``drop`` is demoted
@@ -251,7 +255,7 @@ class Predicted(LRU):
     (module docstring). Rows without a finite prediction rank as LRU among demoted entries."""
 
     def __init__(self, name: str, quantiles_ms: np.ndarray, costs: HintCosts = HintCosts(),
-                 levels: Sequence[float] = LEVELS, hints: bool = True) -> None:
+                 levels: Sequence[float] = LEVELS, hints: bool = True, rule: str = "index") -> None:
         self.name = name
         q = np.sort(np.asarray(quantiles_ms, dtype=np.float64), axis=1)
         self.known = np.isfinite(q).all(axis=1)
@@ -265,6 +269,19 @@ class Predicted(LRU):
         tail_mass = np.cumsum(probs[::-1])[::-1]                               # P(G >= s_j)
         tail_sum = np.cumsum(w[:, ::-1], axis=1)[:, ::-1]
         self.cond_mean = tail_sum / tail_mass                                  # (n, m)
+        # the index: token-seconds held per hit, minimised over holding horizons (see docstring)
+        n_ = len(q)
+        self.index = np.full((n_, m), np.inf)
+        for j in range(m):
+            a = self.support[:, j - 1] if j else np.zeros(n_)
+            mass = held = np.zeros(n_)
+            for k in range(j, m):
+                mass = mass + probs[k]
+                held = held + probs[k] * (self.support[:, k] - a)
+                rest = tail_mass[j] - mass
+                cost = held + rest * (self.support[:, k] - a)
+                self.index[:, j] = np.minimum(self.index[:, j], cost / mass)
+        self.rule = rule
         self.action = np.zeros(len(q), dtype=np.int8)   # 0 keep, 1 offload, 2 drop
         self.ttl_s = np.full(len(q), math.inf)
         self.then_offload = np.ones(len(q), dtype=bool)
@@ -282,7 +299,12 @@ class Predicted(LRU):
         a = t - pause
         sup = self.support[i]
         j = int(np.searchsorted(sup, a, side="right"))      # support points already passed (<= a)
-        expected = pause + self.cond_mean[i, j] if j < self._m else math.inf
+        if j >= self._m:
+            expected = math.inf
+        elif self.rule == "index":
+            expected = pause + (sup[j - 1] if j else 0.0) + self.index[i, j]
+        else:
+            expected = pause + self.cond_mean[i, j]
         nxt = pause + sup[j] if j < self._m else math.inf
         demoted = self.action[i] != 0 or a >= self.ttl_s[i]
         if self.action[i] == 0 and a < self.ttl_s[i]:
