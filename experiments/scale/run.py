@@ -91,17 +91,34 @@ def part_ingest(args) -> str:
     return "\n".join(lines)
 
 
+def part_train(args) -> None:
+    """Each corpus size measured (Dask first, then one process), results_train.md rewritten after each."""
+    import train
+
+    rows = []
+    for n in args.copies:
+        rows.append(train.measure(Path(args.work), n, args.workers, single=n <= args.single_max))
+        print(json.dumps(rows[-1]), flush=True)
+        (HERE / "results_train.md").write_text(train.report(rows, args.workers))
+    print(train.report(rows, args.workers))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--dask-child":
         dask_child(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", choices=["ingest"], default="ingest")
+    ap.add_argument("--part", choices=["ingest", "train"], default="ingest")
     ap.add_argument("--copies", type=int, nargs="+", default=[12, 100])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--single-max", type=int, default=12,
+                    help="train: the largest replication also trained in one process (x100 needs ~8x the x12 peak)")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "toollat-scale"),
                     help="where the replicated corpora are built (reused between runs)")
     args = ap.parse_args()
+    if args.part == "train":  # the training half lives in train.py (results_train.md)
+        part_train(args)
+        return
     text = part_ingest(args)
     print(text)
     (HERE / "results_ingest.md").write_text(text)
