@@ -16,7 +16,9 @@ What runs where, and how each global piece is reduced:
    single process builds; they are numbers only, so the driver holds them, as the bundle does).
 3. Features (workers): the fitted pipeline and the fold memories are broadcast once; each
    partition computes its static, embedding, out-of-fold memory and session-context features
-   (context replays each session alone, so whole-session partitions make it exact).
+   (context replays each session alone, so whole-session partitions make it exact). Each
+   partition is read again for this step rather than held since the survey: the raw calls
+   with their argument text are several times the size of their feature rows.
 4. Boosters: ``lightgbm.dask`` (``DaskLGBMRegressor`` objective=quantile per level,
    ``DaskLGBMClassifier`` for long calls) on the in-scope feature rows, data-parallel across
    the workers; first once per calibration fold (trained on the other folds' sessions), then on
@@ -236,8 +238,8 @@ def _lgbm_fit(client, F, names: list[str], levels, head, threads: int, seed: int
 def fit_distributed(model: ToolLatencyModel, calls, client, progress: bool = False) -> ToolLatencyModel:
     """Fit ``model`` from ``calls`` (a Dask DataFrame, whole sessions per partition) on
     ``client``'s workers; sets the attributes ``ToolLatencyModel.fit`` sets and returns it."""
+    import dask
     import dask.dataframe as dd
-    from distributed import wait
 
     levels, fcfg, spec, _ = model._checked()
     if spec.get("kind") != "lgbm":
@@ -250,11 +252,12 @@ def fit_distributed(model: ToolLatencyModel, calls, client, progress: bool = Fal
 
     if hasattr(embedder, "flush"):
         embedder.flush()  # what this process encoded reaches the disk cache the workers read
-    parts = client.compute(calls.to_delayed())  # one future per partition, kept on the workers
-    wait(parts)
+    # The partitions are read twice (survey, then features) rather than held: the raw calls,
+    # argument text included, are several times the size of their feature rows.
+    parts = calls.to_delayed()
     spec_f = client.scatter(embedder_spec, broadcast=True) if embedder_spec is not None and not isinstance(embedder_spec, tuple) else embedder_spec
     pipe_f = client.scatter(pipeline, broadcast=True)
-    surveys = client.gather(client.map(_survey, parts, pipeline=pipe_f, embedder_spec=spec_f, oof_folds=fcfg.oof_folds, pure=False))
+    surveys = client.gather(client.compute([dask.delayed(_survey)(p, pipe_f, spec_f, fcfg.oof_folds) for p in parts]))
 
     # -- reduce the global parts of the pipeline ---------------------------------------------
     cats = list(NAME_CATS) + (list(ARG_CATS) if fcfg.args else [])
@@ -288,8 +291,8 @@ def fit_distributed(model: ToolLatencyModel, calls, client, progress: bool = Fal
     # -- features on the workers -----------------------------------------------------------------
     pipe_f = client.scatter(pipeline, broadcast=True)
     mem_f = client.scatter(fold_memories, broadcast=True) if fold_memories else []
-    feats = client.map(_featurize, parts, pipeline=pipe_f, embedder_spec=spec_f, fold_memories=mem_f,
-                       tools=model.tools, target=model.target, cal_folds=head.calibration_folds, pure=False)
+    feats = client.compute([dask.delayed(_featurize)(p, pipe_f, spec_f, mem_f, model.tools, model.target,
+                                                     head.calibration_folds) for p in parts])
     lengths = client.gather(client.map(len, feats))
     del parts
     feats = [f for f, n in zip(feats, lengths) if n]
