@@ -73,7 +73,7 @@ def main() -> None:
         amp = {n: fmt(rows[len(rows) // 2]["prefill_amplification"]) for n, rows in r.policies.items()}
         lines += ["", f"Prefill amplification at the middle pool ({r.pools[len(r.pools) // 2]:,}): {amp}", ""]
     if CONCURRENCY[-1] in results:
-        lines += [f"Plots: `hit_rate_vs_pool_k{k}.png` for k in {list(CONCURRENCY)}.", ""]
+        lines += [f"Plots: {', '.join(f'`hit_rate_vs_pool_k{c}.png`' for c in CONCURRENCY)}.", ""]
     (HERE / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
