@@ -36,6 +36,7 @@ from toollat.hints import HintCosts
 from toollat.ingest import ingest
 from toollat.simulation import (DROP, KEEP, OFFLOAD, Curve, Decision, HintPolicy, Oracle, PerToolMedianTTL,
                                 StaticTTL, build_gaps, evaluate, oracle_frontier, plot, simulate)
+from toollat.simulation.policies import PerToolHint
 from toollat.simulation.gaps import subset
 
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
@@ -220,6 +221,26 @@ def test_hint_policy_by_hand():
     assert d.demote_s[:3].tolist() == [600.0, 600.0, 0.0]  # tool keeps demote to host; the human TTL drops
 
 
+def test_per_tool_hint_is_the_hint_rule_on_the_tool_distribution():
+    # The fair per-tool baseline decides exactly what the hint policy decides when each call's
+    # "prediction" is its tool's training quantiles (a group: the elementwise max over its tools).
+    per_tool = PerToolHint.fit(train_calls(), human_ttl_s=120)
+    df = hand_calls()
+    q = {t: [1000.0 * 10.0 ** v for v in per_tool.baseline.row(t)[:4]] for t in ("Bash", "Read", "Grep")}
+    assert q["Bash"][1] == pytest.approx(3000.0) and q["Read"][1] == pytest.approx(400.0)  # the medians
+    df[PRED] = [q[t] for t in df["tool_name"]]
+    gaps = build_gaps(df)
+    mine, ref = per_tool.decide(gaps, COSTS), HintPolicy(human_ttl_s=120).decide(gaps, COSTS)
+    assert mine.action.tolist() == ref.action.tolist()
+    np.testing.assert_allclose(mine.ttl_s, ref.ttl_s)
+    np.testing.assert_allclose(mine.demote_s, ref.demote_s)
+    # Bash (3 s median, a 50-100 s tail): keep 3 s, then to host memory for the tail, where the
+    # median TTL drops it at 3 s; the Read+Grep group keeps 7.9 s, past both medians.
+    assert mine.action.tolist() == [KEEP] * 5 and mine.demote_s[0] == pytest.approx(600.0)
+    assert mine.ttl_s[1] == pytest.approx(7.908, abs=1e-3)
+    assert run(per_tool)["hit_rate"] == pytest.approx(run(HintPolicy(human_ttl_s=120), df)["hit_rate"])
+
+
 def test_keep_then_demote_by_hand():
     # Every gap kept 1 s on GPU, then moved to host memory for up to 600 s.
     # a1 G=2 N=1000: GPU 1*1000, host 1*1000; group G=5 N=2000: GPU 2000, host 4*2000;
@@ -375,7 +396,8 @@ def test_simulate_headline_by_hand(tmp_path):
     assert set(out) == {"headline", "costs", "data", "policies", "curves"}
     assert out["data"]["tool_gaps"] == 4 and out["data"]["human_gaps"] == 1
     assert set(out["policies"]) == {"static_1s", "static_10s", "static_1m", "static_100s",
-                                    "per_tool_median", "toollat", "oracle"}
+                                    "per_tool_median", "per_tool", "toollat", "oracle"}
+    assert res.data["per_tool_fit"] == "train_df" and h["hit_rate_per_tool"] is not None
     table = res.table()
     assert "static_10s *" in table.index and table.loc["oracle", "hit_rate"] == 1.0
     png = plot(res, tmp_path / "sim.png")

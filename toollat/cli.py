@@ -272,7 +272,7 @@ def serve(
 def simulate(
     model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
     data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
-    policies: Annotated[str, typer.Option("--policies", help="Comma-separated: static, per_tool_median, toollat, oracle.")] = "static,per_tool_median,toollat,oracle",
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated: static, per_tool_median, per_tool, toollat, oracle.")] = "static,per_tool_median,per_tool,toollat,oracle",
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs storage plot here (PNG; default: none).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full result (headline, policies, curves) as JSON.")] = False,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,

@@ -16,7 +16,8 @@ from .policies import ttl_label
 from .simulator import SimulationResult
 
 _STYLE = {
-    "per_tool_median": ("tab:orange", "--", "per-tool median"),
+    "per_tool_median": ("tab:orange", "--", "per-tool median TTL"),
+    "per_tool": ("tab:purple", "-.", "per-tool distribution, same hint rule"),
     "toollat": ("tab:green", "-", "toollat hints"),
     "oracle": ("black", ":", "oracle frontier"),
 }

@@ -10,6 +10,11 @@ in seconds (how long GPU memory holds it for ``keep``; how long host memory hold
   group, the max over its tools; unknown tools fall back to their family, then all calls).
   Human gaps hold for the training median human gap (``DEFAULT_HUMAN_TTL_S`` if the training
   data has none). ``ttl_scale`` multiplies every TTL (the knob for its curve).
+- ``PerToolHint``: the fair per-tool baseline — the same hint rule as ``HintPolicy``, on the
+  call's tool's training distribution (a ``models.baselines.PerToolMedian`` at the prediction
+  levels) instead of a per-call prediction. ``PerToolMedianTTL`` holds for the median, so it
+  misses about half of the calls by construction; this one weighs the whole distribution, as
+  toollat's does, so the difference between the two is what the per-call prediction adds.
 - ``HintPolicy``: toollat's hint (``toollat.hints.decide_plans``) from the per-call prediction
   columns ``pred_p10_ms`` .. ``pred_p99_ms``, combined over a parallel group as the elementwise
   max of the quantiles. keep -> hold its TTL, then offload (host memory up to ``B / r``) or
@@ -163,13 +168,16 @@ class HintPolicy:
         self.name = name
         self.human_quantiles_ms = None if human_quantiles_ms is None else list(human_quantiles_ms)
 
-    def decide(self, gaps: Gaps, costs: HintCosts) -> Decision:
+    def quantiles_ms(self, gaps: Gaps) -> np.ndarray:
+        """Per gap, the predicted quantiles (ms) at ``PREDICTION_LEVELS``; NaN where none."""
         require_predictions(gaps.frame.columns)
+        return gaps.frame[list(QUANTILE_COLUMNS)].to_numpy(dtype=np.float64)
+
+    def decide(self, gaps: Gaps, costs: HintCosts) -> Decision:
         if self.human_ttl_s is None:
-            raise ValueError("HintPolicy needs human_ttl_s (simulate() sets it to the best static TTL)")
-        f = gaps.frame
-        n = len(f)
-        q = f[list(QUANTILE_COLUMNS)].to_numpy(dtype=np.float64)
+            raise ValueError(f"{type(self).__name__} needs human_ttl_s (simulate() sets it to the best static TTL)")
+        n = len(gaps.frame)
+        q = self.quantiles_ms(gaps)
         predicted = gaps.is_tool & np.isfinite(q).all(axis=1)
         action = np.full(n, KEEP, dtype=np.int8)
         ttl = np.full(n, float(self.human_ttl_s))
@@ -194,6 +202,44 @@ class HintPolicy:
             demote[human] = host if then[0] == "offload" else 0.0
         fallback = int((gaps.is_tool & ~predicted).sum())
         return Decision(action, ttl, fallback, demote)
+
+
+class PerToolHint(HintPolicy):
+    def __init__(self, baseline, costs: HintCosts | None = None, human_ttl_s: float | None = None,
+                 human_quantiles_ms: list[float] | None = None, name: str = "per_tool") -> None:
+        """``baseline``: a fitted ``PerToolMedian`` (log10 s at its levels, which must include
+        ``PREDICTION_LEVELS``), e.g. a bundle's own or ``PerToolHint.fit``'s."""
+        super().__init__(costs, human_ttl_s, name, human_quantiles_ms)
+        missing = [lv for lv in PREDICTION_LEVELS if lv not in baseline.levels]
+        if missing:
+            raise ValueError(f"per-tool baseline lacks levels {missing}")
+        self.baseline = baseline
+
+    @classmethod
+    def fit(cls, train: pd.DataFrame, **kw) -> "PerToolHint":
+        """From a training calls table's wall latency, as ``PerToolMedianTTL.fit`` reads it."""
+        from toollat.models.baselines import PerToolMedian
+        from toollat.units import to_log10_s
+
+        emitted = pd.to_datetime(train["emitted_at"], utc=True)
+        wall_ms = (pd.to_datetime(train["result_at"], utc=True) - emitted).dt.total_seconds().clip(lower=0.0) * 1000.0
+        y = to_log10_s(wall_ms.to_numpy(dtype=np.float64))
+        ok = ~np.isnan(y)
+        if not ok.any():  # nothing to learn from: every tool gets the engine default, as the median TTL does
+            base = PerToolMedian(levels=PREDICTION_LEVELS)
+            base.overall = [float(np.log10(DEFAULT_HUMAN_TTL_S))] * len(PREDICTION_LEVELS) + [1.0]
+            return cls(base, **kw)
+        return cls(PerToolMedian(levels=PREDICTION_LEVELS).fit(train[ok].reset_index(drop=True), None, y[ok], []), **kw)
+
+    def quantiles_ms(self, gaps: Gaps) -> np.ndarray:
+        m = gaps.members
+        cols = [self.baseline.levels.index(lv) for lv in PREDICTION_LEVELS]
+        per_tool = {str(t): np.asarray(self.baseline.row(str(t)), dtype=np.float64)[cols] for t in m["tool_name"].cat.categories}
+        rows = np.array([per_tool[str(t)] for t in m["tool_name"]], dtype=np.float64).reshape(len(m), len(cols))
+        q = np.full((len(gaps.frame), len(cols)), -np.inf)
+        np.maximum.at(q, m["gap"].to_numpy(dtype=np.int64), 1000.0 * 10.0 ** rows)  # a group: its longest tool
+        q[~np.isfinite(q).all(axis=1)] = np.nan
+        return q
 
 
 class Oracle:

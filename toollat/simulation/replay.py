@@ -1,8 +1,8 @@
 """Simulating with a model bundle: its causal predictions for a table, and the policies it implies.
 
 ``simulate_bundle(predictor, calls)`` adds the Predictor's predictions to every call (each
-session replayed from an empty history, as serving would see it), builds the per-tool-median
-policy from the bundle's own baseline and the toollat policy from its hint costs and its
+session replayed from an empty history, as serving would see it), builds the per-tool
+policies (median TTL, and the distribution through the hint rule) from the bundle's own baseline and the toollat policy from its hint costs and its
 training distribution of human waits, and runs ``simulate``.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 
 from toollat.predictor import Predictor
 
-from .policies import DEFAULT_HUMAN_TTL_S, HintPolicy, PerToolMedianTTL
+from .policies import DEFAULT_HUMAN_TTL_S, HintPolicy, PerToolHint, PerToolMedianTTL
 from .simulator import POLICY_NAMES, SimulationResult, simulate
 
 
@@ -30,6 +30,7 @@ def bundle_policies(predictor: Predictor) -> dict[str, object]:
         by_tool = {t: 10.0 ** d[mid] for t, d in ptm.by_tool.items()}
         by_family = {f: 10.0 ** d[mid] for f, d in ptm.by_family.items()}
         out["per_tool_median"] = PerToolMedianTTL.from_medians(by_tool, 10.0 ** ptm.overall[mid], human_median_s, by_family)
+        out["per_tool"] = PerToolHint(ptm, predictor.costs, human_quantiles_ms=human_ms)
     return out
 
 

@@ -7,7 +7,11 @@
   ``cost_ratio`` (GPU-hold cost plus re-prefill cost under the same ``HintCosts``): the
   timeout a serving engine that knows its costs would pick.
 - ``per_tool_median``: fitted on ``train_df`` (or, if None, in-sample on ``calls_df``; the
-  result says so), swept over ``SWEEP_SCALES`` times its TTLs for its curve.
+  result says so), swept over ``SWEEP_SCALES`` times its TTLs for its curve. Labelled as what
+  it is: a TTL at the median misses about half of the calls by construction.
+- ``per_tool``: the fair per-tool baseline (``PerToolHint``): the tool's training distribution
+  through the same hint rule as toollat's predictions, fitted like ``per_tool_median`` and
+  swept like ``toollat``.
 - ``toollat``: the hint policy on the calls' prediction columns; human gaps and gaps without
   predictions hold for the best static TTL. Swept over ``SWEEP_SCALES`` times ``breakeven_s``
   (the decision's costs; the evaluation's costs stay fixed) for its curve.
@@ -30,7 +34,8 @@ Headline ("equal storage" is on the equivalent storage ratio Rc, which is R for 
   same two readings on GPU memory alone (R, TraceLab's axis), where offloading is free, so no
   oracle bounds them; they show what toollat saves in GPU memory, at the offload traffic and
   host memory the other fields report.
-- The per-tool median gets the same readings (``*_per_tool_median``), on its TTL-scale sweep.
+- The per-tool median gets the same readings (``*_per_tool_median``), on its TTL-scale sweep,
+  and the fair per-tool policy (``*_per_tool``) on its ``breakeven_s`` sweep.
 """
 from __future__ import annotations
 
@@ -46,12 +51,12 @@ from toollat.hints import HintCosts
 
 from .gaps import MAX_ACTIVE_S, build_gaps
 from .metrics import Curve, evaluate, oracle_frontier
-from .policies import (HintPolicy, Oracle, PerToolMedianTTL, Policy, StaticTTL, has_predictions,
+from .policies import (HintPolicy, Oracle, PerToolHint, PerToolMedianTTL, Policy, StaticTTL, has_predictions,
                        require_predictions)
 
 STATIC_TTLS_S: tuple[float, ...] = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 SWEEP_SCALES: tuple[float, ...] = tuple(2.0 ** k for k in range(-6, 7))
-POLICY_NAMES: tuple[str, ...] = ("static", "per_tool_median", "toollat", "oracle")
+POLICY_NAMES: tuple[str, ...] = ("static", "per_tool_median", "per_tool", "toollat", "oracle")
 TABLE_COLUMNS: tuple[str, ...] = (
     "hit_rate", "storage_ratio", "host_storage_ratio", "equiv_storage_ratio", "cost_ratio",
     "prefill_amplification", "reprefill_tokens", "offload_tokens", "keep_share", "offload_share",
@@ -121,7 +126,8 @@ def simulate(
                 raise ValueError(f"unknown policy {p!r}; choose from {list(POLICY_NAMES)}")
             slots.setdefault(p, None)
         elif isinstance(p, (PerToolMedianTTL, HintPolicy, Oracle)):
-            slots[{PerToolMedianTTL: "per_tool_median", HintPolicy: "toollat", Oracle: "oracle"}[type(p)]] = p
+            slots[{PerToolMedianTTL: "per_tool_median", PerToolHint: "per_tool", HintPolicy: "toollat",
+                   Oracle: "oracle"}[type(p)]] = p
         else:
             others.append(p)
     if "toollat" in slots:
@@ -161,27 +167,39 @@ def simulate(
         curves["per_tool_median"] = [{"ttl_scale": k, **_point(run(ptm.scaled(k)))} for k in sweep_scales]
         frontiers["per_tool_median"] = _curve(curves["per_tool_median"])
 
-    if "toollat" in slots:
-        given = slots["toollat"] or HintPolicy()
+    for name in ("per_tool", "toollat"):  # the same hint rule: on the tool's distribution, on the call's prediction
+        if name not in slots:
+            continue
+        given = slots[name]
+        if given is None:
+            if name == "toollat":
+                given = HintPolicy()
+            else:
+                given = PerToolHint.fit(train_df if train_df is not None else calls_df)
+                data["per_tool_fit"] = "train_df" if train_df is not None else "in-sample (no train_df)"
         human_ttl = given.human_ttl_s
         if human_ttl is None:
             human_ttl = best_ttl if best_ttl is not None else float(min(static_ttls_s))
         hint_costs = given.costs or costs
         hq = given.human_quantiles_ms
-        results["toollat"] = run(HintPolicy(hint_costs, human_ttl, human_quantiles_ms=hq))
-        data["toollat_human_ttl_s"] = human_ttl
-        data["toollat_human_gaps"] = ("hint from the training distribution of human waits" if hq is not None
+
+        def variant(c: HintCosts) -> HintPolicy:
+            if isinstance(given, PerToolHint):
+                return PerToolHint(given.baseline, c, human_ttl, human_quantiles_ms=hq)
+            return HintPolicy(c, human_ttl, human_quantiles_ms=hq)
+
+        results[name] = run(variant(hint_costs))
+        data[f"{name}_human_ttl_s"] = human_ttl
+        data[f"{name}_human_gaps"] = ("hint from the training distribution of human waits" if hq is not None
                                       else f"static TTL {human_ttl:g} s (no human-gap distribution given)")
-        data["toollat_gaps_without_prediction"] = results["toollat"]["fallback_gaps"]
-        sweep = []
-        for k in sweep_scales:
-            b = hint_costs.breakeven_s * k
-            sweep.append({"breakeven_s": b, **_point(run(HintPolicy(replace(hint_costs, breakeven_s=b), human_ttl,
-                                                                    human_quantiles_ms=hq)))})
-        curves["toollat"] = sweep
-        frontiers["toollat"] = _curve(sweep)
-        frontiers["toollat_gpu"] = Curve.from_points([p["storage_ratio"] for p in sweep],
-                                                     [p["hit_rate"] for p in sweep])
+        data[f"{name}_gaps_without_prediction"] = results[name]["fallback_gaps"]
+        sweep = [{"breakeven_s": hint_costs.breakeven_s * k,
+                  **_point(run(variant(replace(hint_costs, breakeven_s=hint_costs.breakeven_s * k))))} for k in sweep_scales]
+        curves[name] = sweep
+        frontiers[name] = _curve(sweep)
+        if name == "toollat":
+            frontiers["toollat_gpu"] = Curve.from_points([p["storage_ratio"] for p in sweep],
+                                                         [p["hit_rate"] for p in sweep])
 
     if "oracle" in slots:
         results["oracle"] = run(slots["oracle"] or Oracle())
@@ -222,7 +240,7 @@ def headline(result: SimulationResult) -> dict[str, Any]:
         "equal_storage_axis": "equiv_storage_ratio (= storage_ratio R for static TTLs)",
     }
     for label, name in (("static", result.best_static), ("per_tool_median", "per_tool_median"),
-                        ("toollat", "toollat"), ("oracle", "oracle")):
+                        ("per_tool", "per_tool"), ("toollat", "toollat"), ("oracle", "oracle")):
         m = pol.get(name) if name else None
         for key in ("hit_rate", "storage_ratio", "equiv_storage_ratio", "cost_ratio", "prefill_amplification"):
             h[f"{key}_{label}"] = None if m is None else m[key]
@@ -231,8 +249,8 @@ def headline(result: SimulationResult) -> dict[str, Any]:
     oracle_at = _at_storage(fr.get("oracle"), r_s)
     h["hit_rate_oracle_at_static_storage"] = oracle_at
     h["storage_ratio_oracle_at_static_hit_rate"] = _ratio_at_hit(fr.get("oracle"), hit_s, r_s)
-    for label in ("toollat", "per_tool_median"):
-        suffix = "" if label == "toollat" else "_per_tool_median"
+    for label in ("toollat", "per_tool_median", "per_tool"):
+        suffix = "" if label == "toollat" else f"_{label}"
         at = _at_storage(fr.get(label), r_s)
         h[f"hit_rate_{label}_at_static_storage"] = at
         h["gap_closed_at_equal_storage" + suffix] = (
