@@ -410,3 +410,31 @@ def test_engine_hint(client, engine):
 def test_unknown_engine_is_422(client):
     r = client.post("/v1/predict", json={"calls": [{"tool": "Bash"}], "engine": "tgi"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["engine"]
+
+
+def test_model_info_reports_the_memory_budget(client):
+    info = client.get("/v1/model").json()
+    memory = info["memory"]
+    assert memory["budget_bytes"] == 512 * 2**20 and memory["session_bound_bytes"] == 1024 * 1024
+    assert set(memory["stores"]) == {"sessions", "pending", "projects", "feature_cache", "embedding_cache"}
+    assert memory["stores"]["sessions"]["entries"] == info["state"]["sessions"] > 0
+    assert 0 < memory["bytes"] <= memory["budget_bytes"]
+    assert all(0 <= s["bytes"] <= s["bound_bytes"] for s in memory["stores"].values())
+
+
+@pytest.mark.parametrize("endpoint,body", [
+    ("predict", {"calls": [{"tool": "Bash"}], "enigne": "vllm"}),
+    ("observe", {"observations": [{"call_id": "x", "latency_ms": 5}], "extra": 1}),
+])
+def test_unknown_request_fields_are_422(client, endpoint, body):
+    r = client.post(f"/v1/{endpoint}", json=body)
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "extra_forbidden"
+
+
+def test_project_and_cwd_reach_the_predictor(server, client):
+    _, predictor = server
+    client.post("/v1/predict", json={"calls": [{"tool": "Bash", "call_id": "pc1", "project": "alpha"},
+                                               {"tool": "Bash", "call_id": "pc2", "cwd": "/home/user/src/beta/"}]})
+    assert [predictor._pending[c].keys.tool for c in ("pc1", "pc2")] == [("tool", "Bash")] * 2
+    parsed = predictor.parse([{"tool": "Bash", "cwd": "/home/user/src/beta/"}])
+    assert parsed[0].project == "beta"

@@ -242,29 +242,36 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8700,
     token: Annotated[str | None, typer.Option("--token", envvar="TOOLLAT_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /v1 routes.")] = None,
-    max_sessions: Annotated[int, typer.Option("--max-sessions", help="Sessions kept in memory (least recently used evicted).")] = 10_000,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body accepted.")] = 16.0,
-    max_new_texts: Annotated[int, typer.Option("--max-new-texts", help="Never-seen call texts one request may carry (413 beyond).")] = 256,
+    config: Annotated[Path | None, typer.Option("--config", help="Serving settings (memory budget, request limits); default: conf/serving/default.yaml.")] = None,
+    memory_mb: Annotated[float | None, typer.Option("--memory-mb", help="Memory budget for everything clients grow (sessions, caches), MB [512].")] = None,
+    max_sessions: Annotated[int | None, typer.Option("--max-sessions", help="Sessions kept in memory (least recently used evicted) [10000].")] = None,
+    max_body_mb: Annotated[float | None, typer.Option("--max-body-mb", help="Largest request body accepted [16].")] = None,
+    max_new_texts: Annotated[int | None, typer.Option("--max-new-texts", help="Never-seen call texts one request may carry (413 beyond) [256].")] = None,
     allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="Host name accepted besides loopback and --host (repeatable).")] = None,
 ) -> None:
     """Serve predictions over HTTP (OpenAPI at /docs)."""
+    from dataclasses import replace
+
     from toollat.predictor import Predictor
-    from toollat.serving import serve as run_server
+    from toollat.serving import ServingConfig, serve as run_server
 
     if not 0 < port < 65536:
         fail("--port must be in 1..65535")
     if host not in ("127.0.0.1", "localhost", "::1") and token is None:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --token: anyone who can reach it can use it")
-    predictor = Predictor(_model(model), max_sessions=max_sessions)
+    try:  # the file's settings, then the flags given
+        cfg = ServingConfig.load(config)
+        memory = {k: v for k, v in (("budget_mb", memory_mb), ("max_sessions", max_sessions)) if v is not None}
+        limits = {k: v for k, v in (("max_body_bytes", int(max_body_mb * 1024 * 1024) if max_body_mb is not None else None),
+                                    ("max_new_texts", max_new_texts)) if v is not None}
+        budget, limits = replace(cfg.memory, **memory), replace(cfg.limits, **limits)
+    except (ValueError, TypeError, OSError) as e:
+        fail(f"serving settings: {e}")
+    predictor = Predictor(_model(model), memory=budget)
     predictor.predict({"tool": "Bash", "args": {"command": "true"}})  # load the embedding model before serving
     predictor.reset()  # the warm-up is not counted
-    console.print(f"toollat serving {predictor.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs)")
-    from toollat.serving import ServerLimits
-
-    try:
-        limits = ServerLimits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_new_texts=max_new_texts)
-    except ValueError as e:
-        fail(str(e))
+    console.print(f"toollat serving {predictor.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs), "
+                  f"memory budget {f'{budget.budget_mb:g} MB' if budget.budget_mb is not None else 'none'}")
     run_server(predictor, host=host, port=port, token=token, limits=limits, allowed_hosts=tuple(allow_host or ()))
 
 

@@ -13,14 +13,20 @@ A call is a dict: ``tool`` (required), ``args`` (object or JSON text), and optio
 ``call_id``, ``session_id``, ``agent``, ``model``, ``permission_mode``, ``emitted_at`` (epoch ms
 or ISO; default now), ``turn_started_at``, ``prev_turn_ended_at``, ``turn_index``,
 ``context_tokens``, ``parallel_group``, ``poll_of``. ``Predictor(model)`` wraps a fitted
-``ToolLatencyModel``; ``Predictor.load`` loads one. Each session's history lives in memory,
-bounded: at most ``max_sessions`` sessions, least recently used evicted first, and at most
-``max_pending`` predicted calls awaiting their result. ``observe`` feeds results back, which
+``ToolLatencyModel``; ``Predictor.load`` loads one. ``observe`` feeds results back, which
 later predictions of the session use, and keeps a running calibration (coverage of p50/p90 by
 family). All methods are thread-safe.
+
+Everything clients grow lives within one memory budget (``toollat.budget.MemoryBudget``,
+``conf/serving/default.yaml``): the sessions' history (least recently used session evicted
+first; at most ``max_sessions``; one session at most ``session_kib``), the calls awaiting their
+result (oldest dropped; at most ``max_pending``), the project stores, the feature cache and the
+embedder's in-memory cache, each within its share, in bytes; ``memory_usage()`` and
+``model_info()["memory"]`` report them. A session evicted and seen again starts empty.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from toollat.budget import FLOAT, NDARRAY, OBJECT, ODICT_SLOT, MemoryBudget, keys_bytes, str_bytes
 from toollat.estimator import ToolLatencyModel
 from toollat.features.calls import Call
 from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
@@ -68,14 +75,20 @@ class LatencyPrediction:
         return d
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     session_id: str | None
     keys: tuple
     family: str
-    q_log: np.ndarray    # the quantiles served (log10 s), for calibration
+    q_log: np.ndarray    # the quantiles served (log10 s), for calibration (a copy: a view would hold the batch)
     expected: float      # the memory's estimate, for the session's residual features
     project: str | None  # the project store it feeds (None: none)
+
+    def nbytes(self, call_id: str) -> int:
+        """Upper bound of what this entry holds besides its table slot (toollat/budget.py); the
+        family is an interned name."""
+        return (OBJECT + FLOAT + str_bytes(call_id) + str_bytes(self.session_id) + keys_bytes(self.keys)
+                + NDARRAY + self.q_log.nbytes + str_bytes(self.project))
 
 
 @dataclass
@@ -102,15 +115,20 @@ class _Calibration:
 
 
 class Predictor:
-    def __init__(self, model: ToolLatencyModel, max_sessions: int = 10_000, max_pending: int = 100_000,
-                 costs: HintCosts | None = None):
+    def __init__(self, model: ToolLatencyModel, max_sessions: int | None = None, max_pending: int | None = None,
+                 costs: HintCosts | None = None, memory: MemoryBudget | None = None):
+        """``memory``: the budget of what clients grow (default ``conf/serving/default.yaml``'s);
+        ``max_sessions`` / ``max_pending`` override its entry caps."""
         model._require_fitted()
+        memory = memory or MemoryBudget()
+        caps = {k: v for k, v in (("max_sessions", max_sessions), ("max_pending", max_pending)) if v is not None}
+        self.memory = dataclasses.replace(memory, **caps) if caps else memory
         self.model = model
         self.pipeline = model.pipeline_
         self._latency = model.model_
         self.costs = costs or model.hint_costs
-        self.max_sessions = max_sessions
-        self.max_pending = max_pending
+        self.max_sessions = self.memory.max_sessions
+        self.max_pending = self.memory.max_pending
         self.levels = model.levels_
         self.level_names = level_names(self.levels)
         self._i50 = self.levels.index(0.5)
@@ -129,6 +147,15 @@ class Predictor:
         self._uses_projects = self.pipeline.config.project
         self._projects: OrderedDict[str, ProjectHistory] = OrderedDict()
         self._aci = AdaptiveShift(self.levels, online.aci_step, online.aci_max_shift) if online.aci_step > 0 else None
+        # Bytes (upper bounds, toollat/budget.py) of the stores kept here, and the most entries each
+        # OrderedDict ever held (its table does not shrink, so its slots are charged at that mark).
+        self._bound = {k: self.memory.bound(k) for k in ("sessions", "pending", "projects")}
+        self._bytes = dict.fromkeys(self._bound, 0)
+        self._hw = dict.fromkeys(self._bound, 0)
+        self.pipeline.static_cache_max_bytes = self.memory.bound("feature_cache")
+        embedder = self.pipeline.embedder
+        if self.memory.budget_mb is not None and hasattr(embedder, "bound_memory"):
+            embedder.bound_memory(self.memory.bound("embedding_cache"))  # a shared embedder takes the last bound
 
     @classmethod
     def load(cls, name_or_path: str | Path = "default", embedder: Embedder | None = None, **kw) -> "Predictor":
@@ -161,34 +188,102 @@ class Predictor:
             "online_shifts": self._aci.to_dict() if self._aci is not None else None,
             "state": {"sessions": sessions, "max_sessions": self.max_sessions, "pending": pending,
                       "projects": len(self._projects), "max_projects": self.online.max_projects, **self.counts},
+            "memory": self.memory_usage(),
         }
         return orjson.loads(dumps_bytes(info))  # strict JSON values (NaN -> None)
 
-    # -- predicting ---------------------------------------------------------------------------
+    def memory_usage(self) -> dict[str, Any]:
+        """What each client-grown store holds now against its bound: ``{"budget_bytes", "bytes",
+        "session_bound_bytes", "stores": {name: {"bytes", "entries", "bound_bytes"}}}``; bytes are
+        upper bounds (toollat/budget.py), a bound is null without a budget."""
+        with self._lock:
+            stores = {k: (self._store_bytes(k), len(getattr(self, "_" + k))) for k in self._bound}
+            stores["feature_cache"] = self.pipeline.static_cache_usage()
+        usage = getattr(self.pipeline.embedder, "memory_usage", None)
+        stores["embedding_cache"] = usage() if usage is not None else (0, 0)
+
+        def bound(k: str) -> int | None:
+            b = self.memory.bound(k)
+            return None if b == float("inf") else int(b)
+
+        return {"budget_bytes": self.memory.budget_bytes, "bytes": sum(b for b, _ in stores.values()),
+                "session_bound_bytes": self.memory.session_bytes,
+                "stores": {k: {"bytes": int(b), "entries": int(n), "bound_bytes": bound(k)} for k, (b, n) in stores.items()}}
+
+    # -- the bounded stores ---------------------------------------------------------------------
+    def _store_bytes(self, store: str) -> int:
+        return self._bytes[store] + self._hw[store] * ODICT_SLOT
+
+    def _entered(self, store: str, n: int) -> None:
+        if n > self._hw[store]:
+            self._hw[store] = n
+
     def _session(self, sid: str | None) -> SessionHistory | None:
         if sid is None:
             return None
         h = self._sessions.get(sid)
         if h is None:
-            h = self._sessions[sid] = SessionHistory()
-            if len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-                self.counts["evicted_sessions"] += 1
+            h = self._sessions[sid] = SessionHistory(self.memory.session_bytes)
+            self._bytes["sessions"] += str_bytes(sid) + h.nbytes
+            self._entered("sessions", len(self._sessions))
+            self._evict_sessions()
         else:
             self._sessions.move_to_end(sid)
         return h
 
+    def _session_grew(self, sid: str, h: SessionHistory, before: int) -> None:
+        """Account a change of a session's history; least recently used sessions go past the share."""
+        if self._sessions.get(sid) is h:  # not evicted meanwhile (then its bytes left with it)
+            self._bytes["sessions"] += h.nbytes - before
+            self._evict_sessions()
+
+    def _evict_sessions(self) -> None:
+        while self._sessions and (len(self._sessions) > self.max_sessions
+                                  or self._store_bytes("sessions") > self._bound["sessions"]):
+            sid, h = self._sessions.popitem(last=False)
+            self._bytes["sessions"] -= str_bytes(sid) + h.nbytes
+            self.counts["evicted_sessions"] += 1
+
+    def _add_pending(self, call_id: str, pend: _Pending) -> None:
+        old = self._pending.get(call_id)
+        if old is not None:  # predicted again: the entry is replaced in its place
+            self._bytes["pending"] -= old.nbytes(call_id)
+        self._pending[call_id] = pend
+        self._bytes["pending"] += pend.nbytes(call_id)
+        self._entered("pending", len(self._pending))
+        while self._pending and (len(self._pending) > self.max_pending
+                                 or self._store_bytes("pending") > self._bound["pending"]):
+            cid, p = self._pending.popitem(last=False)
+            self._bytes["pending"] -= p.nbytes(cid)
+
+    def _pop_pending(self, call_id: str) -> _Pending | None:
+        p = self._pending.pop(call_id, None)
+        if p is not None:
+            self._bytes["pending"] -= p.nbytes(call_id)
+        return p
+
     def _project(self, name: str) -> ProjectHistory:
-        """The cross-session store of a project (least recently used dropped past ``max_projects``)."""
+        """The cross-session store of a project (least recently used dropped past ``max_projects``
+        or the projects' share of the budget)."""
         p = self._projects.get(name)
         if p is None:
-            p = self._projects[name] = ProjectHistory()
-            if len(self._projects) > self.online.max_projects:
-                self._projects.popitem(last=False)
+            # one project at most half the share: a project flooding new commands drops its own
+            # oldest keys before it pushes out every other project
+            p = self._projects[name] = ProjectHistory(max_bytes=self._bound["projects"] / 2)
+            self._bytes["projects"] += str_bytes(name) + p.nbytes
+            self._entered("projects", len(self._projects))
+            self._evict_projects()
         else:
             self._projects.move_to_end(name)
         return p
 
+    def _evict_projects(self) -> None:
+        while len(self._projects) > 1 and (len(self._projects) > self.online.max_projects
+                                           or self._store_bytes("projects") > self._bound["projects"]):
+            name, p = self._projects.popitem(last=False)
+            self._bytes["projects"] -= str_bytes(name) + p.nbytes
+
+    # -- predicting ---------------------------------------------------------------------------
     def _fallback(self, call: Call) -> str | None:
         if self._known_tools is None or self._known_tools.encode(call.tool):
             return None
@@ -199,7 +294,20 @@ class Predictor:
 
     def predict_batch(self, calls: list[dict[str, Any]]) -> list[LatencyPrediction]:
         """Predictions in order; each call is recorded as emitted in its session (in order)."""
-        return self.predict_calls([Call.from_request(c) for c in calls])
+        return self.predict_calls(self.parse(calls))
+
+    def parse(self, calls: list[dict[str, Any]]) -> list[Call]:
+        """Request dicts as calls (ValueError if one is bad)."""
+        return [Call.from_request(c) for c in calls]
+
+    def unseen(self, calls: list[Call]) -> int:
+        """How many distinct calls among these have no cached features, so each needs the embedding
+        model (0 for a bundle that reads no text): what a batch will cost before it is predicted."""
+        if not self.pipeline.config.uses_text:
+            return 0
+        keys = {self.pipeline.static_key(c) for c in calls}
+        with self._lock:
+            return sum(not self.pipeline.is_cached(k) for k in keys)
 
     def predict_calls(self, parsed: list[Call]) -> list[LatencyPrediction]:
         """``predict_batch`` for calls already parsed (``features.calls.Call``)."""
@@ -219,7 +327,9 @@ class Predictor:
                 exp = float(row[self._expected_col]) if self._expected_col is not None else float("nan")
                 expected.append(exp)
                 if hist is not None:
+                    before = hist.nbytes
                     hist.emit(call, k, t, exp)
+                    self._session_grew(call.session_id, hist, before)
         families = [c.family for c in parsed]
         pred = self.model.predict_matrix({"tool_family": families, "tool_name": [c.tool for c in parsed]}, rows)
         q_log, p_long = pred.quantiles, pred.p_long
@@ -233,10 +343,8 @@ class Predictor:
         with self._lock:
             for i, call in enumerate(parsed):
                 if call.call_id is not None:
-                    self._pending[call.call_id] = _Pending(call.session_id, keys[i], call.family, q_log[i],
-                                                           expected[i], projects[i])
-                    if len(self._pending) > self.max_pending:
-                        self._pending.popitem(last=False)
+                    self._add_pending(call.call_id, _Pending(call.session_id, keys[i], call.family, q_log[i].copy(),
+                                                             expected[i], projects[i]))
             self.counts["predicted"] += len(parsed)
         for i, call in enumerate(parsed):
             q = {n: float(v) for n, v in zip(self.level_names, ms[i])}
@@ -284,7 +392,7 @@ class Predictor:
         at = at_ms if at_ms is not None else time.time() * 1000.0
 
         with self._lock:
-            pend = self._pending.pop(call_id, None) if call_id is not None else None
+            pend = self._pop_pending(call_id) if call_id is not None else None
             if pend is not None:
                 sid, keys = pend.session_id, pend.keys
                 y = to_log(latency_ms)
@@ -300,10 +408,17 @@ class Predictor:
             if hist is None and sid is not None:
                 hist = self._session(sid)
             if hist is not None:
+                before = hist.nbytes
                 hist.observe(keys, float(latency_ms), is_error, at_ms=at, call_id=call_id,
                              expected=pend.expected if pend is not None else float("nan"))
+                self._session_grew(sid, hist, before)
             if pend is not None and pend.project is not None:
-                self._project(pend.project).observe(keys, float(latency_ms), is_error)
+                proj = self._project(pend.project)
+                before = proj.nbytes
+                proj.observe(keys, float(latency_ms), is_error)
+                if self._projects.get(pend.project) is proj:
+                    self._bytes["projects"] += proj.nbytes - before
+                    self._evict_projects()
             self.counts["observed"] += 1
             return True
 
@@ -312,6 +427,8 @@ class Predictor:
             self._sessions.clear()
             self._pending.clear()
             self._projects.clear()
+            self._bytes = dict.fromkeys(self._bound, 0)
+            self._hw = dict.fromkeys(self._bound, 0)
             self._calibration = _Calibration()
             if self._aci is not None:
                 self._aci.reset()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toollat.budget import MemoryBudget
 from toollat.estimator import BASELINE_ORDER, MODEL, ToolLatencyModel, in_scope
 from toollat.features.calls import calls_from_frame
 from toollat.features.text import embed_text
@@ -31,7 +32,9 @@ def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool
 
     df = df.reset_index(drop=True)
     calls = calls_from_frame(df)
-    p = Predictor(model, max_sessions=max(10_000, df["session_id"].nunique() + 1), max_pending=max(100_000, len(df) + 1))
+    # no byte budget: a replay must not forget a session a server would have evicted
+    p = Predictor(model, max_sessions=max(10_000, df["session_id"].nunique() + 1), max_pending=max(100_000, len(df) + 1),
+                  memory=MemoryBudget(budget_mb=None))
     if model.pipeline_.config.uses_text:  # one batch encode instead of one text at a time
         model.pipeline_.embedder.encode(sorted({embed_text(c.tool, c.args) for c in calls}), progress=progress)
     emitted = np.array([c.emitted_ms for c in calls], dtype=np.float64)

@@ -16,17 +16,29 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from toollat.budget import (DEFAULT_SESSION_BYTES, DICT_SLOT, FLOAT, INT, OBJECT, ODICT_SLOT, TUPLE2,
+                            keys_bytes, str_bytes)
 from toollat.units import LONG_Y, to_log
 
 from .calls import Call
 
 NAN = float("nan")
 # Per-session bounds, so a long or never-observed session cannot grow without limit (the
-# Predictor also bounds the number of sessions): calls awaiting a result, processes that may
-# be polled, and distinct exact commands with their own statistics.
+# Predictor also bounds the sessions' total bytes): calls awaiting a result, processes that may
+# be polled, distinct exact commands with their own statistics, and the session's bytes (past
+# ``max_bytes`` it keeps updating what it has but adds no new tool, program or command). The
+# same bounds hold when training replays a session, so features agree with serving.
 MAX_PENDING = 256
 MAX_POLLABLE = 64
 MAX_COMMANDS = 2048
+# Upper bounds (bytes) of what each entry of a session's history holds (toollat/budget.py). The
+# base covers the object, the first tables of its four dicts (a dict's smallest table is larger
+# than its share per entry), the deque of recent results and the running "all" statistics.
+SESSION_BASE = 3072
+STAT_ENTRY = DICT_SLOT + OBJECT + 4 * FLOAT + 3 * INT + TUPLE2    # + the key's value string
+RESID_ENTRY = DICT_SLOT + OBJECT + 3 * FLOAT + 2 * INT + TUPLE2
+PENDING_ENTRY = OBJECT + 2 * FLOAT        # + its strings and keys; dict slots are charged at their high water
+POLL_ENTRY = OBJECT + 3 * FLOAT + INT     # a 3-item list
 KEY_KINDS = ("tool", "fam", "prog", "sub", "cmd")
 
 
@@ -154,13 +166,19 @@ class _Pending:
     group: str | None
 
 
+def _pending_bytes(call_id: str, p: _Pending) -> int:
+    # the keys are usually shared with the feature cache: counted here as well (an upper bound)
+    return PENDING_ENTRY + str_bytes(call_id) + str_bytes(p.poll_target) + str_bytes(p.group) + keys_bytes(p.keys)
+
+
 class SessionHistory:
     """One session's history; not thread-safe (the Predictor locks around it)."""
 
     __slots__ = ("first_ms", "last_result_ms", "last_emit_ms", "n_emitted", "stats", "recent",
-                 "pending", "turn_key", "calls_in_turn", "polls", "last_used", "resid", "last_slow_ms", "last_slow_y")
+                 "pending", "turn_key", "calls_in_turn", "polls", "last_used", "resid", "last_slow_ms", "last_slow_y",
+                 "nbytes", "max_bytes", "_slots_hw")
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_SESSION_BYTES) -> None:
         self.first_ms: float | None = None
         self.last_result_ms: float | None = None
         self.last_emit_ms: float | None = None
@@ -175,6 +193,9 @@ class SessionHistory:
         self.resid: dict[tuple, _Resid] = {}
         self.last_slow_ms: float | None = None
         self.last_slow_y = NAN
+        self.max_bytes = max_bytes
+        self.nbytes = SESSION_BASE    # upper bound of what this history holds (see the *_ENTRY costs)
+        self._slots_hw = [0, 0]       # most entries pending / polls ever held: their dict tables do not shrink
 
     # -- reading ----------------------------------------------------------------------------
     def features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
@@ -251,13 +272,31 @@ class SessionHistory:
             self.turn_key, self.calls_in_turn = call.turn_started_ms, 0
         self.calls_in_turn += 1
         if call.call_id is not None:
-            self.pending[call.call_id] = _Pending(keys, now_ms, call.poll_of, expected, call.parallel_group)
+            old = self.pending.get(call.call_id)
+            if old is not None:  # the same id again: its earlier entry is replaced (in its place)
+                self.nbytes -= _pending_bytes(call.call_id, old)
+            p = self.pending[call.call_id] = _Pending(keys, now_ms, call.poll_of, expected, call.parallel_group)
+            self.nbytes += _pending_bytes(call.call_id, p) + self._slot(0, len(self.pending))
             if len(self.pending) > MAX_PENDING:  # results that never came: forget the oldest
-                del self.pending[next(iter(self.pending))]
+                cid = next(iter(self.pending))
+                self.nbytes -= _pending_bytes(cid, self.pending.pop(cid))
             if call.poll_of is None and call.family == "shell" and call.call_id not in self.polls:
                 self.polls[call.call_id] = [now_ms, 0, NAN]
+                self.nbytes += POLL_ENTRY + str_bytes(call.call_id) + self._slot(1, len(self.polls))
                 if len(self.polls) > MAX_POLLABLE:
-                    del self.polls[next(iter(self.polls))]
+                    cid = next(iter(self.polls))
+                    del self.polls[cid]
+                    self.nbytes -= POLL_ENTRY + str_bytes(cid)
+
+    def _slot(self, which: int, n: int) -> int:
+        """The dict-slot charge for growing to ``n`` entries (only past the high water)."""
+        if n > self._slots_hw[which]:
+            self._slots_hw[which] = n
+            return DICT_SLOT
+        return 0
+
+    def _room(self, cost: int) -> bool:
+        return self.nbytes + cost <= self.max_bytes
 
     def observe(self, keys: tuple, latency_ms: float, is_error: bool = False, at_ms: float | None = None,
                 call_id: str | None = None, expected: float = NAN) -> None:
@@ -272,23 +311,33 @@ class SessionHistory:
                 if rk is not None:
                     st = self.resid.get(rk)
                     if st is None:
+                        cost = RESID_ENTRY + str_bytes(rk[-1])
+                        if rk[0] != "all" and not self._room(cost):
+                            continue  # full: keep what it has, learn no new tool or program
                         st = self.resid[rk] = _Resid()
+                        self.nbytes += cost
                     st.add(r)
             if r >= SLOW_RESID:
                 self.last_slow_ms = at_ms
                 self.last_slow_y = y
         pend = self.pending.pop(call_id, None) if call_id is not None else None
+        if pend is not None:
+            self.nbytes -= _pending_bytes(call_id, pend)
         for key in keys:
             if key is not None:
                 s = self.stats.get(key)
                 if s is None:
                     if key[0] == "cmd" and len(self.stats) >= MAX_COMMANDS:
                         continue  # a session of endless distinct commands: stop tracking new ones
+                    cost = STAT_ENTRY + str_bytes(key[1])
+                    if not self._room(cost):
+                        continue  # full (a million distinct tool names): keep what it has
                     s = self.stats[key] = _Stat()
+                    self.nbytes += cost
                 s.add(y, is_error)
         a = self.stats.get(("all",))
         if a is None:
-            a = self.stats[("all",)] = _Stat()
+            a = self.stats[("all",)] = _Stat()  # in SESSION_BASE
         a.add(y, is_error)
         self.recent.append(y)
         if at_ms is not None:
@@ -307,6 +356,8 @@ PROJECT_KINDS = ("tool", "prog", "sub", "cmd")
 _PROJECT_STATS = ("n", "mean", "last", "max")
 PROJECT_FEATURES: tuple[str, ...] = tuple(f"j_{k}_{s}" for k in PROJECT_KINDS for s in _PROJECT_STATS)
 MAX_PROJECT_KEYS = 4096   # distinct tools/programs/commands remembered per project (LRU)
+PROJECT_BASE = 1024       # the object and its OrderedDict's first table
+PROJECT_ENTRY = ODICT_SLOT + OBJECT + 4 * FLOAT + 3 * INT + TUPLE2   # + the key's value string
 
 
 class ProjectHistory:
@@ -314,15 +365,18 @@ class ProjectHistory:
     session of one project, fed by results in the order they arrive (the Predictor's
     ``observe``; in training, every session of the project replayed in time order). A call's
     features read it at emission, so they hold only results that arrived before: from other
-    sessions as well as its own. Bounded: ``MAX_PROJECT_KEYS`` keys, least recently used
-    dropped. Not thread-safe (the Predictor locks around it)."""
+    sessions as well as its own. Bounded: ``MAX_PROJECT_KEYS`` keys and ``max_bytes`` (of the
+    upper bound ``nbytes`` of what it holds), least recently used keys dropped. Not thread-safe
+    (the Predictor locks around it)."""
 
-    __slots__ = ("stats",)
+    __slots__ = ("stats", "nbytes", "max_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: float = float("inf")) -> None:
         from collections import OrderedDict
 
         self.stats: "OrderedDict[tuple, _Stat]" = OrderedDict()
+        self.max_bytes = max_bytes
+        self.nbytes = PROJECT_BASE
 
     def features(self, keys: HistoryKeys) -> list[float]:
         f: list[float] = []
@@ -342,8 +396,10 @@ class ProjectHistory:
             st = self.stats.get(key)
             if st is None:
                 st = self.stats[key] = _Stat()
-                if len(self.stats) > MAX_PROJECT_KEYS:
-                    self.stats.popitem(last=False)
+                self.nbytes += PROJECT_ENTRY + str_bytes(key[1])
+                while len(self.stats) > 1 and (len(self.stats) > MAX_PROJECT_KEYS or self.nbytes > self.max_bytes):
+                    old, _ = self.stats.popitem(last=False)
+                    self.nbytes -= PROJECT_ENTRY + str_bytes(old[1])
             else:
                 self.stats.move_to_end(key)
             st.add(y, is_error)

@@ -5,7 +5,10 @@ of the model name and the text (``<cache>/embeddings/<model>/shard-*.npz``, floa
 retrain or an evaluation only encodes texts it has never seen. New vectors are written in
 shards of at least ``flush_every`` texts, during a long encode as well as on ``flush()`` / exit,
 so a killed cold training loses at most one shard; the in-memory copy keeps the ``max_cached``
-most recently used texts, so a server that sees new commands for months stays bounded.
+most recently used texts (a server lowers that to its memory budget's share: ``bound_memory``),
+so a server that sees new commands for months stays bounded. Each cached vector is its own
+array (never a view that would keep a whole batch or shard alive), so an entry costs
+``ENTRY_BYTES`` whatever is evicted around it.
 
 The cache is only ever a cache: a shard that cannot be read (cut short by a crash, not a zip,
 wrong shapes) is removed and its texts are encoded again, a write that fails is retried at the
@@ -30,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toollat.budget import NDARRAY, ODICT_SLOT
+
 from .text import digest
 
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -52,13 +57,17 @@ def model_path() -> str:
 class Embedder:
     """Encodes texts with a disk cache; safe to share between threads."""
 
+    # one in-memory entry, an upper bound: its slot, the 16-byte key, the float16 vector
+    ENTRY_BYTES = ODICT_SLOT + 49 + NDARRAY + 2 * DIM
+
     def __init__(self, cache_dir: Path | None = None, batch_size: int = 128, threads: int | None = None,
                  flush_every: int = 1024, max_cached: int = 1_000_000, max_shards: int = 64):
         self.cache_dir = Path(cache_dir) / "embeddings" / MODEL_NAME if cache_dir else None
         self.batch_size = batch_size
         self.threads = threads
         self.flush_every = flush_every
-        self.max_cached = max_cached
+        self.max_cached = max_cached        # texts kept on disk (compaction) and, by default, in memory
+        self.max_in_memory = max_cached
         self.max_shards = max_shards
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, np.ndarray] | None = None
@@ -136,16 +145,33 @@ class Embedder:
                         # from the raw 16 bytes: bytes(np.bytes_) drops trailing NULs, and one key in
                         # 256 ends in one (such texts were never found and were encoded on every run)
                         raw = np.ascontiguousarray(keys).tobytes()
-                        for i, v in enumerate(vecs):
-                            self._cache[raw[16 * i:16 * i + 16]] = v
+                        for i in range(max(0, len(vecs) - self.max_in_memory), len(vecs)):  # the newest fit
+                            k = raw[16 * i:16 * i + 16]
+                            self._cache.pop(k, None)  # a newer shard's vector is the newer one
+                            self._cache[k] = vecs[i].copy()
+                        self._trim()
                 if self._shard_count > self.max_shards:
                     self._compact()
             self._trim()
         return self._cache
 
     def _trim(self) -> None:
-        while len(self._cache) > self.max_cached:
+        # what is written out later shares the vectors, counted apart anyway (an upper bound)
+        while self._cache and len(self._cache) + len(self._unsaved) > self.max_in_memory:
             self._cache.popitem(last=False)
+
+    def bound_memory(self, max_bytes: float) -> None:
+        """Keep at most ``max_bytes`` of vectors in memory (the disk cache keeps ``max_cached``)."""
+        with self._lock:
+            self.max_in_memory = max(1, int(max_bytes // self.ENTRY_BYTES))
+            if self._cache is not None:
+                self._trim()
+
+    def memory_usage(self) -> tuple[int, int]:
+        """(bytes, entries) held in memory: an upper bound (``ENTRY_BYTES`` each, unwritten ones again)."""
+        with self._lock:
+            n = (len(self._cache) if self._cache is not None else 0) + len(self._unsaved)
+        return n * self.ENTRY_BYTES, n
 
     def _compact(self) -> None:
         """Merge every shard on disk into one, keeping the newest ``max_cached`` texts."""
@@ -228,6 +254,7 @@ class Embedder:
                 new_keys = list(missing)
                 for idx, vecs in self._encode_model([missing[k] for k in new_keys], progress):
                     for i, v in zip(idx, vecs.astype(np.float16)):
+                        v = v.copy()  # its own buffer: a row view would keep the whole batch alive
                         cache[new_keys[i]] = v
                         self._unsaved.append((new_keys[i], v))
                     self.encoded += len(idx)

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
-from .calls import Call, calls_from_frame
+from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
 from toollat.units import history_ms
 
+from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
+from .calls import Call, calls_from_frame
 from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
@@ -109,8 +110,12 @@ class FeaturePipeline:
         self.pca_mean = np.zeros(0, dtype=np.float32)
         self.pca_components = np.zeros((0, 0), dtype=np.float32)
         self.memory: NeighborMemory | None = None
+        # Static features of the calls served, by digest (toollat/budget.py: the Predictor sets
+        # the bound from its memory budget; an entry is its row and keys, whatever the text's size).
         self._static_cache: OrderedDict = OrderedDict()
-        self.static_cache_size = 50_000  # entries of at most ~3 KB (row + keys, command key cut at 2,000 chars)
+        self.static_cache_max_bytes = MemoryBudget().bound("feature_cache")
+        self.static_cache_bytes = 0
+        self._static_cache_hw = 0   # most entries ever held: the table does not shrink
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -270,12 +275,19 @@ class FeaturePipeline:
         return blocks
 
     # -- online (the Predictor) -----------------------------------------------------------------
+    @staticmethod
+    def static_key(call: Call) -> bytes:
+        """The feature cache's key of a call: a 16-byte digest, not the argument text,
+        so a cache entry costs its feature row and keys whatever the text's size."""
+        return digest("\x1f".join((call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else "\x00",
+                                    call.agent or "", call.model or "", call.permission_mode or "")))
+
+    def is_cached(self, key: bytes) -> bool:
+        return key in self._static_cache
+
     def static_row(self, call: Call) -> tuple[np.ndarray, tuple]:
         """Static features and history keys of one call, cached by the call's identity."""
-        # keyed by a 16-byte digest, not the argument text: a cache entry costs the same (its
-        # feature row and keys) whether the command was 10 bytes or 10 MB
-        ck = digest("\x1f".join((call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else "\x00",
-                                  call.agent or "", call.model or "", call.permission_mode or "")))
+        ck = self.static_key(call)
         hit = self._static_cache.get(ck)
         if hit is not None:
             self._static_cache.move_to_end(ck)
@@ -291,9 +303,17 @@ class FeaturePipeline:
                 parts.append(self.memory.query(self._memory_vectors(vec))[0])
         hit = (np.concatenate(parts).astype(np.float32), _keys(call, cats))
         self._static_cache[ck] = hit
-        if len(self._static_cache) > self.static_cache_size:
-            self._static_cache.popitem(last=False)
+        self.static_cache_bytes += _cache_entry_bytes(ck, hit)
+        if len(self._static_cache) > self._static_cache_hw:
+            self._static_cache_hw = len(self._static_cache)
+        while self.static_cache_bytes + self._static_cache_hw * ODICT_SLOT > self.static_cache_max_bytes \
+                and len(self._static_cache) > 1:
+            self.static_cache_bytes -= _cache_entry_bytes(*self._static_cache.popitem(last=False))
         return hit
+
+    def static_cache_usage(self) -> tuple[int, int]:
+        """(bytes, entries) of the feature cache: an upper bound (toollat/budget.py)."""
+        return self.static_cache_bytes + self._static_cache_hw * ODICT_SLOT, len(self._static_cache)
 
     def online_row(self, call: Call, history: SessionHistory | None, now_ms: float | None,
                    project: ProjectHistory | None = None) -> tuple[np.ndarray, tuple]:
@@ -347,6 +367,11 @@ class FeaturePipeline:
         if c.memory:
             pipe.memory = NeighborMemory.load(directory, c.knn_k, c.knn_temperature)
         return pipe
+
+
+def _cache_entry_bytes(key: bytes, hit: tuple[np.ndarray, tuple]) -> int:
+    row, keys = hit
+    return len(key) + 33 + TUPLE2 + NDARRAY + row.nbytes + keys_bytes(keys)
 
 
 def _groups(labels: np.ndarray, emitted: np.ndarray):

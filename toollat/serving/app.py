@@ -13,16 +13,15 @@ set every ``/v1`` route wants ``Authorization: Bearer <token>`` (401). Parsing, 
 the model run in worker threads behind a capacity limiter, so the event loop (and /healthz)
 answers while a large batch is predicted; too many requests in flight get a 429 with
 ``Retry-After``, and a request with more never-seen texts than ``max_new_texts`` a 413.
-Session history lives in the one process (so run a single worker), bounded by the Predictor.
+Session history lives in the one process (so run a single worker), within the Predictor's
+memory budget.
 Each request is logged as one JSON line (``toollat.access``).
 """
 from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
-from collections import OrderedDict
 from typing import Any, Callable
 
 import anyio
@@ -136,34 +135,6 @@ class _Guard:
             }).decode())
 
 
-class _SeenTexts:
-    """Which call texts this server has already predicted (bounded LRU of their hashes): the cost
-    of a request is the number of texts the embedding model has to encode, not its length."""
-
-    def __init__(self, capacity: int = 200_000):
-        self.capacity = capacity
-        self._seen: OrderedDict[int, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def new(self, texts: set[bytes]) -> set[int]:
-        with self._lock:
-            return {h for h in map(hash, texts) if h not in self._seen}
-
-    def add(self, hashes: set[int]) -> None:
-        with self._lock:
-            for h in hashes:
-                self._seen[h] = None
-                self._seen.move_to_end(h)
-            while len(self._seen) > self.capacity:
-                self._seen.popitem(last=False)
-
-
-def _text_key(call: dict[str, Any]) -> bytes:
-    # What the embedding model would see, cheaply: the tool and the start of its arguments (the
-    # embedded text is cut short too; a regex pass over a 10 MB command here would hold the GIL).
-    return call["tool"].encode() + b"\x1f" + orjson.dumps(call.get("args") or {}, option=orjson.OPT_SORT_KEYS)[:4096]
-
-
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     why = {400: "Body not JSON, or not UTF-8, or bad Content-Length", 401: "Missing or wrong bearer token",
            408: "Body not received in time", 413: "Body too large, or too many never-seen call texts",
@@ -188,7 +159,6 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
                   description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.")
     model_ref = {"name": predictor.name, "version": predictor.model_version}
     workers = anyio.CapacityLimiter(limits.model_threads)
-    seen = _SeenTexts()
     inflight = [0]  # only touched on the event loop
 
     @app.exception_handler(StarletteHTTPException)
@@ -241,16 +211,15 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
 
     def predict_work(body: bytes) -> Response:
         req: PredictRequest = parse(body, PredictRequest)
-        calls = [c.model_dump(exclude_none=True) for c in req.calls]
-        new = seen.new({_text_key(c) for c in calls})
-        if len(new) > limits.max_new_texts:
-            raise _BadRequest(413, f"{len(new)} calls with never-seen text; at most {limits.max_new_texts} per request: "
-                                   "split the batch")
         try:
-            preds = predictor.predict_batch(calls)
+            calls = predictor.parse([c.model_dump(exclude_none=True) for c in req.calls])
         except ValueError as e:
             raise _BadRequest(422, str(e)) from None
-        seen.add(new)
+        new = predictor.unseen(calls)
+        if new > limits.max_new_texts:
+            raise _BadRequest(413, f"{new} calls with never-seen text; at most {limits.max_new_texts} per request: "
+                                   "split the batch")
+        preds = predictor.predict_calls(calls)
         out = [p.to_dict() for p in preds]
         if req.engine is not None:
             for d, p in zip(out, preds):

@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from toollat.budget import MemoryBudget
+
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one request, and one connection, may cost the server."""
+    """What one request, and one connection, may cost the server (``conf/serving/default.yaml``'s
+    ``limits``, whose values these defaults are)."""
 
     max_body_bytes: int = 16 * 1024 * 1024
     max_new_texts: int = 256          # calls per request whose text this server has not seen (each needs the embedding model)
@@ -34,6 +39,37 @@ class ServerLimits:
         for name, value in vars(self).items():
             if not value > 0:
                 raise ValueError(f"ServerLimits.{name} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """A serving process's settings: the memory budget and the request limits."""
+
+    memory: MemoryBudget
+    limits: ServerLimits
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "ServingConfig":
+        d = dict(d or {})
+        unknown = set(d) - {"memory", "limits"}
+        known = {f.name for f in fields(ServerLimits)}
+        unknown |= {f"limits.{k}" for k in (d.get("limits") or {}) if k not in known}
+        if unknown:
+            raise ValueError(f"serving config: unknown settings {sorted(unknown)}")
+        return cls(MemoryBudget.from_dict(d.get("memory")), ServerLimits(**(d.get("limits") or {})))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "ServingConfig":
+        """``path``, else the checkout's ``conf/serving/default.yaml``, else the defaults (the same values)."""
+        from toollat.paths import REPO_ROOT, in_checkout
+
+        if path is None and in_checkout():
+            path = REPO_ROOT / "conf" / "serving" / "default.yaml"
+        if path is None:
+            return cls(MemoryBudget(), ServerLimits())
+        from omegaconf import OmegaConf
+
+        return cls.from_dict(OmegaConf.to_container(OmegaConf.load(Path(path)), resolve=True))
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -4,7 +4,9 @@ Types are strict, so the schema and the validation agree both ways: a number fie
 number and not ``true`` or ``"5"``, a boolean takes ``true``/``false`` and not ``0``, a string
 takes a string. ``args`` is a JSON object (the Python ``Predictor`` also takes JSON text; over
 HTTP the client parses it), bounded in nesting depth, because a client's nesting must not reach
-the recursion limit of the code that walks it.
+the recursion limit of the code that walks it. The envelopes (``PredictRequest``,
+``ObserveRequest``) refuse fields they do not know (422), so a misspelt option is not silently
+ignored; a call or an observation ignores extra fields, as calls copied from agent logs carry them.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from toollat.engines import ENGINES
 from toollat.predictor import MAX_LATENCY_MS
 
 MAX_ID = 200                 # characters of a call/session id, a tool or agent name
+MAX_PATH = 4096              # characters of a working directory
 MAX_ARGS_DEPTH = 32          # nesting of objects/arrays inside ``args`` (real tool inputs use 2-4)
 MAX_EPOCH_MS = 1e13          # year 2286: a timestamp beyond it is a unit mistake
 MAX_TOKENS = 1e9
@@ -75,6 +78,9 @@ class CallIn(BaseModel):
     context_tokens: Annotated[float, Field(strict=True, ge=0, le=MAX_TOKENS)] | None = None
     parallel_group: Id | None = None
     poll_of: Id | None = None
+    project: Id | None = Field(default=None, description="the project across sessions (features=project bundles)")
+    cwd: Annotated[str, Field(strict=True, max_length=MAX_PATH)] | None = Field(
+        default=None, description="working directory: its last folder is the project when 'project' is absent")
 
     @field_validator("args", mode="before")
     @classmethod
@@ -94,6 +100,7 @@ class CallIn(BaseModel):
 
 
 class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     calls: list[CallIn] = Field(min_length=1, max_length=100_000)
     engine: Literal[ENGINES] | None = Field(  # type: ignore[valid-type]
         default=None, description="Also give each hint in this serving engine's request fields (engine_hint)")
@@ -123,6 +130,7 @@ class Observation(BaseModel):
 
 
 class ObserveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     observations: list[Observation] = Field(min_length=1, max_length=100_000)
 
 
@@ -171,6 +179,19 @@ class Coverage(BaseModel):
     coverage_p90: float | None
 
 
+class StoreUsage(BaseModel):
+    bytes: int = Field(description="upper bound of what the store holds now")
+    entries: int
+    bound_bytes: int | None = Field(description="its share of the memory budget (null: no budget)")
+
+
+class MemoryUsage(BaseModel):
+    budget_bytes: int | None = Field(description="memory budget for everything clients grow (conf/serving memory.budget_mb)")
+    bytes: int = Field(description="sum over the stores")
+    session_bound_bytes: int = Field(description="one session's history at most")
+    stores: dict[str, StoreUsage] = Field(description="sessions, pending, projects, feature_cache, embedding_cache")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -182,6 +203,7 @@ class ModelInfo(BaseModel):
     held_out_metrics: dict[str, Any] | None = None
     running_calibration: dict[str, Coverage]
     state: dict[str, int]
+    memory: MemoryUsage
 
 
 class ErrorOut(BaseModel):
