@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,3 +69,37 @@ def test_cli_dask_writes_a_dataset(corpus, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "toollat.cli", "ingest", src, "--out", tmp_path / "x.parquet", "--dask", "local:2"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--out is a directory" in bad.stderr
+
+
+class _WorkersElsewhere:
+    """A client whose workers run in another working directory (as on a remote machine)."""
+
+    def __init__(self, cwd):
+        self.cwd = cwd
+
+    def nthreads(self):
+        return {"worker": 1}
+
+    def map(self, fn, groups, pure=False, **kwargs):
+        here = os.getcwd()
+        os.chdir(self.cwd)
+        try:
+            return [fn(g, **kwargs) for g in groups]
+        finally:
+            os.chdir(here)
+
+    def gather(self, futures):
+        return futures
+
+
+def test_relative_paths_are_read_by_workers_in_another_directory(corpus, tmp_path, monkeypatch):
+    # `toollat ingest logs/ --dask tcp://...`: a worker's working directory is not the driver's, so
+    # a relative path must reach the workers resolved on the driver.
+    src = corpus / SMALL_CODEX
+    monkeypatch.chdir(src.parent)
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    table, report = ingest_on_cluster([Path(src.name)], _WorkersElsewhere(worker_dir))
+    single = ingest([Path(src.name)])
+    assert table.num_rows == single.table.num_rows > 0
+    assert report.to_dict()["files_by_format"] == single.report.to_dict()["files_by_format"]

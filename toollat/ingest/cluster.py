@@ -82,7 +82,9 @@ def ingest_on_cluster(paths: Sequence[str | Path], client, redact: bool = True,
     from . import summarize
 
     started = time.perf_counter()
-    files = discover([Path(p) for p in paths])
+    # Absolute on the driver: a worker's working directory is not the driver's (another machine,
+    # or a `dask worker` started elsewhere), so `logs/` would be looked up there and not found.
+    files = discover([Path(p).expanduser().absolute() for p in paths])
     report = IngestReport(redacted=redact)
     n_workers = max(len(client.nthreads()), 1)
     groups = group_files(files, n_workers * GROUPS_PER_WORKER)
