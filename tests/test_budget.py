@@ -48,6 +48,8 @@ def traced(fn) -> int:
 def test_code_defaults_are_the_conf_files():
     """An installed server (no conf/ beside it) and a Predictor made in Python use these values."""
     assert ServingConfig.load(REPO_ROOT / "conf" / "serving" / "default.yaml") == ServingConfig(MemoryBudget(), ServerLimits())
+    feats = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "features" / "default.yaml"))
+    assert feats["max_arg_chars"] == FeatureConfig().max_arg_chars
     assert {f.name for f in fields(ServerLimits)} == set(OmegaConf.load(REPO_ROOT / "conf/serving/default.yaml").limits)
 
 
@@ -141,7 +143,7 @@ def test_an_evicted_session_seen_again_starts_fresh(model):
     assert p.observe(call_id="a2", latency_ms=10.0)    # its result arrives: no error, a new history
     again = p.predict({**call, "call_id": "a4"})
     hist = p._sessions["a"]
-    assert hist.n_emitted == 1 and hist.stats[("tool", "Bash")].n == 1   # only what came after
+    assert hist.n_emitted == 1 and hist.stats[("tool", "Bash")][0] == 1   # only what came after
     assert again.p50_ms < slow.p50_ms / 3
 
 
@@ -193,3 +195,15 @@ def test_model_info_reports_the_budget(model):
     assert sum(s["bound_bytes"] for s in info["stores"].values()) <= info["budget_bytes"]
     assert all(s["bytes"] >= 0 and s["entries"] >= 0 for s in info["stores"].values())
     assert np.isclose(sum(MemoryBudget().shares.values()), 1.0)
+
+
+def test_vectors_not_yet_written_count_against_the_embedding_bound(tmp_path):
+    """A server's new vectors wait for a shard of ``flush_every``; they are held in memory too."""
+    from toollat.features.embed import Embedder
+
+    e = Embedder(tmp_path, flush_every=1000)
+    e.encode([f"Bash: make target{i}" for i in range(60)])
+    assert e.memory_usage()[1] == 120          # cached, and waiting to be written
+    e.bound_memory(20 * Embedder.ENTRY_BYTES)
+    assert e.memory_usage()[0] <= 20 * Embedder.ENTRY_BYTES
+    assert len(list((tmp_path / "embeddings").rglob("shard-*.npz"))) == 1   # written, not dropped

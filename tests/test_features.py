@@ -154,3 +154,27 @@ def test_embedding_cache_is_bounded_and_written_in_shards(tmp_path):
     vecs = again.encode(["Bash: ls", "Bash: git status", "Bash: make", "Read: …/src/a.py", "Grep: TODO", "Glob: **/*.py"])
     assert again.encoded == 0
     np.testing.assert_allclose(vecs[:2], first, atol=1e-3)
+
+
+def test_arguments_are_read_up_to_their_bound():
+    """features.max_arg_chars: strings and keys count their characters, other values one."""
+    from toollat.features.calls import MAX_ARG_DEPTH, Call, bound_args, calls_from_frame
+
+    small = {"command": "ls -la", "timeout": 5, "opts": [1, "a"]}
+    assert bound_args(small, 100) is small                      # within the bound: the same object
+    cut = bound_args({"command": "x" * 500, "description": "later"}, 100)
+    assert cut == {"command": "x" * (100 - 1 - len("command"))}  # cut, and what follows dropped
+    assert bound_args(cut, 100) is cut                          # a cut value is within the bound
+    assert bound_args({"a": ["yy"] * 100}, 21) == {"a": ["yy"] * 9}
+    deep: dict = {"leaf": 1}
+    for _ in range(MAX_ARG_DEPTH + 10):
+        deep = {"d": deep}
+    walked, depth = bound_args(deep, 10_000), 0
+    while walked:
+        walked, depth = walked.get("d"), depth + 1
+    assert depth <= MAX_ARG_DEPTH + 1
+    # both ways in: a request and a table row
+    assert len(Call.from_request({"tool": "Bash", "args": {"command": "y" * 10**6}}, 1000).args["command"]) == 992
+    row = pd.DataFrame({"tool_name": ["Bash"], "tool_family": ["shell"], "args": ['{"command": "' + "z" * 10**6 + '"}'],
+                        "emitted_at": pd.to_datetime(["2026-01-01T00:00:00Z"])})
+    assert len(calls_from_frame(row)[0].args["command"]) == 65_536 - 1 - len("command")

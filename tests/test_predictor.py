@@ -140,3 +140,22 @@ def test_running_calibration(predictor):
     cal = predictor.model_info()["running_calibration"]
     assert cal["search"]["n"] == 20 and cal["*"]["n"] == 20
     assert 0.3 <= cal["search"]["coverage_p50"] <= 0.7
+
+
+def test_a_ten_mib_command_predicts_in_bounded_time_as_its_prefix(predictor):
+    """The features read the first 64 Ki characters (features.max_arg_chars): parsing and the
+    regular expressions over 10 MiB held the GIL for 1.4 s."""
+    import time
+    import uuid
+
+    from toollat.features.calls import MAX_ARG_CHARS
+
+    cmd = f"pytest -k {uuid.uuid4().hex} " + "y" * (10 * 2**20)
+    prefix = predictor.predict({"tool": "Bash", "args": {"command": cmd[:MAX_ARG_CHARS - 1 - len("command")]}})
+    # the 10 MiB command is that prefix to the features: the same cached call, whatever its length
+    # (unbounded, hashing it for the cache and parsing it took ~1.4 s, before any embedding)
+    t = time.perf_counter()
+    big = predictor.predict({"tool": "Bash", "args": {"command": cmd}})
+    took = time.perf_counter() - t
+    assert big.quantiles == prefix.quantiles and big.hint == prefix.hint
+    assert took < 0.1, f"{took * 1000:.0f} ms for a 10 MiB command"

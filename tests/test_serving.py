@@ -20,7 +20,7 @@ TOKEN = "s3cret-token"
 MAX_BODY = 4 * 1024 * 1024
 # Short timeouts so the half-open and slow-body tests take a second; the rest as served.
 LIMITS = ServerLimits(max_body_bytes=MAX_BODY, max_new_texts=100, max_inflight=16, header_timeout_s=1.0,
-                      body_timeout_s=2.0)
+                      body_timeout_s=2.0, max_observations=2000, max_calls=10_000)
 
 
 def free_port() -> int:
@@ -422,6 +422,27 @@ def test_model_info_reports_the_memory_budget(client):
     assert all(0 <= s["bytes"] <= s["bound_bytes"] for s in memory["stores"].values())
 
 
+def test_too_many_observations_in_one_request_is_413(client):
+    obs = [{"session_id": "flood", "tool": f"T{i}", "latency_ms": 5} for i in range(LIMITS.max_observations + 1)]
+    r = client.post("/v1/observe", json={"observations": obs})
+    assert r.status_code == 413 and "split" in r.json()["error"]
+    ok = client.post("/v1/observe", json={"observations": obs[:LIMITS.max_observations]})
+    assert ok.status_code == 200 and ok.json()["observed"] == LIMITS.max_observations
+
+
+def test_too_many_calls_in_one_request_is_413(client):
+    r = client.post("/v1/predict", json={"calls": [{"tool": "Read", "args": {"file_path": "a.py"}}] * (LIMITS.max_calls + 1)})
+    assert r.status_code == 413 and "split" in r.json()["error"]
+
+
+def test_an_invalid_item_past_the_first_chunk_is_named(client):
+    obs = [{"call_id": f"x{i}", "latency_ms": 5} for i in range(3 * LIMITS.validate_chunk)]
+    obs[2 * LIMITS.validate_chunk + 7]["latency_ms"] = "slow"
+    r = client.post("/v1/observe", json={"observations": obs})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["observations", 2 * LIMITS.validate_chunk + 7, "latency_ms"]
+
+
 @pytest.mark.parametrize("endpoint,body", [
     ("predict", {"calls": [{"tool": "Bash"}], "enigne": "vllm"}),
     ("observe", {"observations": [{"call_id": "x", "latency_ms": 5}], "extra": 1}),
@@ -433,8 +454,26 @@ def test_unknown_request_fields_are_422(client, endpoint, body):
 
 def test_project_and_cwd_reach_the_predictor(server, client):
     _, predictor = server
-    client.post("/v1/predict", json={"calls": [{"tool": "Bash", "call_id": "pc1", "project": "alpha"},
-                                               {"tool": "Bash", "call_id": "pc2", "cwd": "/home/user/src/beta/"}]})
-    assert [predictor._pending[c].keys.tool for c in ("pc1", "pc2")] == [("tool", "Bash")] * 2
-    parsed = predictor.parse([{"tool": "Bash", "cwd": "/home/user/src/beta/"}])
-    assert parsed[0].project == "beta"
+    r = client.post("/v1/predict", json={"calls": [{"tool": "Bash", "project": "alpha"},
+                                                   {"tool": "Bash", "cwd": "/home/user/src/beta/"}]})
+    assert r.status_code == 200
+    seen = []
+    original = predictor.predict_calls
+    predictor.predict_calls = lambda calls: seen.extend(c.project for c in calls) or original(calls)
+    try:
+        client.post("/v1/predict", json={"calls": [{"tool": "Bash", "project": "alpha"},
+                                                   {"tool": "Bash", "cwd": "/home/user/src/beta/"}]})
+    finally:
+        del predictor.predict_calls
+    assert seen == ["alpha", "beta"]   # the schema used to drop both fields
+
+
+def test_a_huge_command_is_answered_quickly_as_its_prefix(server, client):
+    """Only the first 64 Ki characters are parsed and embedded (features.max_arg_chars)."""
+    base, _ = server
+    cmd = f"echo {uuid.uuid4().hex} " + "x" * (3 * 2**20)   # the test server's body limit is 4 MiB
+    t = time.perf_counter()
+    r = client.post("/v1/predict", json={"calls": [{"tool": "Bash", "args": {"command": cmd}}]})
+    assert r.status_code == 200 and time.perf_counter() - t < 1.0
+    prefix = client.post("/v1/predict", json={"calls": [{"tool": "Bash", "args": {"command": cmd[:65536 - 1 - 7]}}]})
+    assert prefix.json()["predictions"][0]["quantiles"] == r.json()["predictions"][0]["quantiles"]

@@ -36,6 +36,11 @@ OBJECT = 112           # a small __slots__ object (up to 8 slots) with its GC he
 NDARRAY = 112          # a numpy array header (the data is counted separately)
 
 
+def tuple_bytes(n: int) -> int:
+    """A tuple of ``n`` items (its items counted separately)."""
+    return 40 + 8 * n
+
+
 def str_bytes(s: str | bytes | None) -> int:
     return sys.getsizeof(s) if s is not None else 0
 

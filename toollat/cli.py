@@ -268,7 +268,10 @@ def serve(
     except (ValueError, TypeError, OSError) as e:
         fail(f"serving settings: {e}")
     predictor = Predictor(_model(model), memory=budget)
-    predictor.predict({"tool": "Bash", "args": {"command": "true"}})  # load the embedding model before serving
+    predictor.predict({"tool": "Bash", "args": {"command": "true"}})  # the features' code paths before serving
+    load_encoder = getattr(predictor.pipeline.embedder, "model", None)
+    if load_encoder is not None:  # that text is usually cached on disk: load the encoder itself, not in a request
+        load_encoder()
     predictor.reset()  # the warm-up is not counted
     console.print(f"toollat serving {predictor.name} ({predictor.model_version}) on http://{host}:{port} (docs at /docs), "
                   f"memory budget {f'{budget.budget_mb:g} MB' if budget.budget_mb is not None else 'none'}")

@@ -32,12 +32,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
 
-from toollat.budget import FLOAT, NDARRAY, OBJECT, ODICT_SLOT, MemoryBudget, keys_bytes, str_bytes
+from toollat.budget import FLOAT, NDARRAY, ODICT_SLOT, MemoryBudget, keys_bytes, str_bytes, tuple_bytes
 from toollat.estimator import ToolLatencyModel
 from toollat.features.calls import Call
 from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
@@ -75,8 +75,11 @@ class LatencyPrediction:
         return d
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(NamedTuple):
+    """A call predicted and awaiting its result. Stored as a plain tuple (``_Pending(...)[:]``
+    would be one too): the garbage collector stops tracking a tuple of untracked items, never a
+    named tuple, and up to ``max_pending`` of these are held."""
+
     session_id: str | None
     keys: tuple
     family: str
@@ -84,11 +87,13 @@ class _Pending:
     expected: float      # the memory's estimate, for the session's residual features
     project: str | None  # the project store it feeds (None: none)
 
-    def nbytes(self, call_id: str) -> int:
-        """Upper bound of what this entry holds besides its table slot (toollat/budget.py); the
-        family is an interned name."""
-        return (OBJECT + FLOAT + str_bytes(call_id) + str_bytes(self.session_id) + keys_bytes(self.keys)
-                + NDARRAY + self.q_log.nbytes + str_bytes(self.project))
+
+def _pending_bytes(call_id: str, p: tuple) -> int:
+    """Upper bound of what an entry holds besides its table slot (toollat/budget.py); the family is
+    an interned name."""
+    sid, keys, _, q_log, _, project = p
+    return (tuple_bytes(6) + FLOAT + str_bytes(call_id) + str_bytes(sid) + keys_bytes(keys) + NDARRAY + q_log.nbytes
+            + str_bytes(project))
 
 
 @dataclass
@@ -134,7 +139,7 @@ class Predictor:
         self._i50 = self.levels.index(0.5)
         self._i90 = self.levels.index(0.9) if 0.9 in self.levels else len(self.levels) - 1
         self._sessions: OrderedDict[str, SessionHistory] = OrderedDict()
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: OrderedDict[str, tuple] = OrderedDict()   # call id -> _Pending fields as a plain tuple
         self._calibration = _Calibration()
         self._lock = threading.RLock()
         names = self.pipeline.names  # a computed list: read once, not per prediction
@@ -247,20 +252,21 @@ class Predictor:
     def _add_pending(self, call_id: str, pend: _Pending) -> None:
         old = self._pending.get(call_id)
         if old is not None:  # predicted again: the entry is replaced in its place
-            self._bytes["pending"] -= old.nbytes(call_id)
-        self._pending[call_id] = pend
-        self._bytes["pending"] += pend.nbytes(call_id)
+            self._bytes["pending"] -= _pending_bytes(call_id, old)
+        self._pending[call_id] = tuple(pend)
+        self._bytes["pending"] += _pending_bytes(call_id, pend)
         self._entered("pending", len(self._pending))
         while self._pending and (len(self._pending) > self.max_pending
                                  or self._store_bytes("pending") > self._bound["pending"]):
             cid, p = self._pending.popitem(last=False)
-            self._bytes["pending"] -= p.nbytes(cid)
+            self._bytes["pending"] -= _pending_bytes(cid, p)
 
     def _pop_pending(self, call_id: str) -> _Pending | None:
         p = self._pending.pop(call_id, None)
-        if p is not None:
-            self._bytes["pending"] -= p.nbytes(call_id)
-        return p
+        if p is None:
+            return None
+        self._bytes["pending"] -= _pending_bytes(call_id, p)
+        return _Pending(*p)
 
     def _project(self, name: str) -> ProjectHistory:
         """The cross-session store of a project (least recently used dropped past ``max_projects``
@@ -297,20 +303,22 @@ class Predictor:
         return self.predict_calls(self.parse(calls))
 
     def parse(self, calls: list[dict[str, Any]]) -> list[Call]:
-        """Request dicts as calls (ValueError if one is bad)."""
-        return [Call.from_request(c) for c in calls]
+        """Request dicts as calls, their arguments cut to what the features read (ValueError if one is bad)."""
+        limit = self.pipeline.config.max_arg_chars
+        return [Call.from_request(c, limit) for c in calls]
 
     def unseen(self, calls: list[Call]) -> int:
         """How many distinct calls among these have no cached features, so each needs the embedding
         model (0 for a bundle that reads no text): what a batch will cost before it is predicted."""
         if not self.pipeline.config.uses_text:
             return 0
-        keys = {self.pipeline.static_key(c) for c in calls}
+        keys = {self.pipeline.static_key(self.pipeline.bounded(c)) for c in calls}
         with self._lock:
             return sum(not self.pipeline.is_cached(k) for k in keys)
 
     def predict_calls(self, parsed: list[Call]) -> list[LatencyPrediction]:
         """``predict_batch`` for calls already parsed (``features.calls.Call``)."""
+        self.pipeline.prefetch(parsed)  # never-seen texts through the encoder at once, outside the lock
         now = time.time() * 1000.0
         rows = np.empty((len(parsed), self._n_features), dtype=np.float32)
         keys = []

@@ -2,8 +2,9 @@
 
     .venv/bin/python experiments/hostile_load/run.py [--model default] [--quick]
 
-Phases run one after another while a prober asks /healthz every 50 ms and a sampler reads the
-server's RSS every 0.5 s; every response status is counted. Writes results.md beside this file.
+Phases run one after another while a prober (its own process) asks /healthz every 50 ms and a
+sampler reads the server's RSS every 0.5 s; every response status is counted. Writes results.md
+beside this file.
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class Load:
         self.probes: list[tuple[str, float]] = []     # (phase, ms)
         self.rss: list[tuple[float, str, float]] = []  # (s since start, phase, MiB)
         self.notes: dict[str, str] = {}
+        self.memory: dict[str, dict] = {}              # GET /v1/model "memory" after some phases
+        self.load: list[float] = []                    # the machine's 1-minute load average
+        self.windows: list[tuple[str, float, float]] = []   # (phase, start, end), time.monotonic()
         self.stop = threading.Event()
         self.t0 = time.monotonic()
 
@@ -63,20 +67,23 @@ class Load:
         else:
             raise RuntimeError("server did not start")
         self.proc = psutil.Process(self.server.pid)
-        threading.Thread(target=self._probe, daemon=True).start()
+        # The prober is its own process: in this one, building a 10 MiB body or 2,000 calls holds
+        # this process's GIL, and a prober thread here would time the client, not the server.
+        self.probe_file = tempfile.NamedTemporaryFile("r", suffix=".probes")
+        self.prober = subprocess.Popen([sys.executable, __file__, "--probe", self.base, self.probe_file.name])
         threading.Thread(target=self._sample, daemon=True).start()
 
-    def _probe(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=30) as c:
-            while not self.stop.is_set():
-                t = time.perf_counter()
-                try:
-                    code = c.get("/healthz").status_code
-                except httpx.HTTPError:
-                    code = -1
-                ms = (time.perf_counter() - t) * 1000
-                self.probes.append((self.phase, ms if code == 200 else float("inf")))
-                time.sleep(0.05)
+    def _collect_probes(self) -> None:
+        """The prober's (time, ms) lines, each given the phase that was running at its time."""
+        self.prober.terminate()
+        self.prober.wait(timeout=10)
+        for line in open(self.probe_file.name):
+            if len(line.split()) != 2:
+                continue  # the line it was writing when terminated
+            t, ms = (float(x) for x in line.split())
+            phase = next((name for name, a, b in self.windows if a <= t < b), None)
+            if phase is not None:
+                self.probes.append((phase, ms))
 
     def _sample(self) -> None:
         while not self.stop.is_set():
@@ -84,6 +91,7 @@ class Load:
                 self.rss.append((time.monotonic() - self.t0, self.phase, self.proc.memory_info().rss / 2**20))
             except psutil.Error:
                 return
+            self.load.append(os.getloadavg()[0])  # other work on the machine competes for the same cores
             time.sleep(0.5)
 
     def post(self, c: httpx.Client, path: str, content: bytes, timeout: float = 300) -> int:
@@ -103,11 +111,27 @@ class Load:
         self.notes["huge_commands"] = f"{n} distinct commands of {size} MiB"
 
     def many_tools(self, c: httpx.Client) -> None:
-        total, per = (100_000, 20_000) if self.quick else (1_000_000, 50_000)
+        total, per, over = (100_000, 10_000, 20_000) if self.quick else (1_000_000, 10_000, 50_000)
+        # one request past the per-request cap first: refused (413) before it is validated
+        obs = b",".join(b'{"session_id": "one", "tool": "X%d", "latency_ms": 5}' % i for i in range(over))
+        refused = self.post(c, "/v1/observe", b'{"observations": [' + obs + b"]}")
         for start in range(0, total, per):
             obs = b",".join(b'{"session_id": "one", "tool": "T%d", "latency_ms": 5}' % i for i in range(start, start + per))
             self.post(c, "/v1/observe", b'{"observations": [' + obs + b"]}")
-        self.notes["many_tools"] = f"{total:,} distinct tool names observed into one session, {per:,} per request"
+        self.memory["after many_tools"] = c.get("/v1/model").json()["memory"]
+        self.notes["many_tools"] = (f"{total:,} distinct tool names observed into one session, {per:,} per request "
+                                    f"(one request of {over:,}: {refused})")
+
+    def many_sessions(self, c: httpx.Client) -> None:
+        total, per = (20_000, 2_000) if self.quick else (100_000, 2_000)
+        for start in range(0, total, per):
+            calls = b",".join(b'{"tool": "Bash", "args": {"command": "make t%d"}, "session_id": "m%d", "call_id": "m%d"}'
+                              % (i % 50, i, i) for i in range(start, start + per))
+            self.post(c, "/v1/predict", b'{"calls": [' + calls + b"]}")
+            obs = b",".join(b'{"call_id": "m%d", "latency_ms": %d}' % (i, 100 + i % 900) for i in range(start, start + per))
+            self.post(c, "/v1/observe", b'{"observations": [' + obs + b"]}")
+        self.memory["after many_sessions"] = c.get("/v1/model").json()["memory"]
+        self.notes["many_sessions"] = f"{total:,} distinct sessions, each one call predicted and observed, {per:,} per request"
 
     def deep_and_surrogates(self, c: httpx.Client) -> None:
         bodies = [
@@ -198,17 +222,23 @@ class Load:
             with httpx.Client(base_url=self.base) as c:
                 for name, fn in [("idle", lambda: time.sleep(3)), ("huge_commands", lambda: self.huge_commands(c)),
                                  ("many_tools", lambda: self.many_tools(c)),
+                                 ("many_sessions", lambda: self.many_sessions(c)),
                                  ("deep_and_surrogates", lambda: self.deep_and_surrogates(c)),
                                  ("slow_bodies", self.slow_bodies), ("half_open", self.half_open),
                                  ("new_text_batch", lambda: self.new_text_batch(c)), ("after", lambda: time.sleep(3))]:
+                    if name == "idle":
+                        self.memory["start"] = c.get("/v1/model").json()["memory"]
                     self.phase = name
                     t = time.monotonic()
                     fn()
+                    self.windows.append((name, t, time.monotonic()))
                     self.notes.setdefault(name, "")
                     self.notes[name] += f" [{time.monotonic() - t:.1f} s]"
                     print(f"{name}: {self.notes[name]}", flush=True)
+                self.memory["end"] = c.get("/v1/model").json()["memory"]
         finally:
             self.stop.set()
+            self._collect_probes()
             time.sleep(0.6)
             self.server.terminate()
             self.server.wait(timeout=30)
@@ -227,15 +257,29 @@ class Load:
                             f"{(min(mib) if mib else float('nan')):.0f} | {(max(mib) if mib else float('nan')):.0f} |")
         all_ms = np.array([m for _, m in self.probes])
         timeline = " ".join(f"{t:.0f}s:{r:.0f}" for t, _, r in self.rss[:: max(1, len(self.rss) // 40)])
+        budget_mib = self.memory["start"]["budget_bytes"] / 2**20
+        rss_start = self.rss[0][2]
         summary = {"5xx": five, "healthz_p99_ms": float(np.percentile(all_ms, 99)), "healthz_max_ms": float(all_ms.max()),
-                   "rss_max_mib": max(r for *_, r in self.rss)}
+                   "rss_max_mib": max(r for *_, r in self.rss), "rss_start_mib": rss_start, "budget_mib": budget_mib,
+                   "phases_over_50ms": [p for p in phases if np.percentile([m for q, m in self.probes if q == p], 99) >= 50]}
+        mem_rows = []
+        for when, m in self.memory.items():
+            stores = " · ".join(f"{k} {v['bytes'] / 2**20:.1f}/{v['bound_bytes'] / 2**20:.0f} ({v['entries']:,})"
+                                for k, v in m["stores"].items())
+            mem_rows.append(f"| {when} | {m['bytes'] / 2**20:.1f} | {stores} |")
         out.write_text(f"""# Hostile load on `toollat serve` (written by run.py)
 
-Model `{self.model}`, server on 127.0.0.1, `--max-new-texts 2048` (so the 2,000-text batch is admitted), other limits
-at their defaults (32 requests in flight, then 429); {'quick sizes (--quick)' if self.quick else 'full sizes'}; machine: {os.cpu_count()} cores shared.
+Model `{self.model}`, server on 127.0.0.1, `--max-new-texts 2048` (so the 2,000-text batch is admitted), other settings
+from `conf/serving/default.yaml` (memory budget {budget_mib:.0f} MiB; 32 requests in flight, then 429; 10,000 calls or
+observations per request, then 413; the features read a call's first 64 Ki characters of arguments);
+{'quick sizes (--quick)' if self.quick else 'full sizes'}; machine: {os.cpu_count()} cores shared (1-minute load average
+during the run {min(self.load):.1f} to {max(self.load):.1f}, this run included).
 
 **{five} responses 5xx**; `/healthz` p99 {summary['healthz_p99_ms']:.1f} ms, max {summary['healthz_max_ms']:.1f} ms over
-{len(all_ms):,} probes; server RSS at most {summary['rss_max_mib']:.0f} MiB.
+{len(all_ms):,} probes; phases with a p99 of 50 ms or more: {', '.join(summary['phases_over_50ms']) or 'none'}.
+Server RSS at most {summary['rss_max_mib']:.0f} MiB: {rss_start:.0f} MiB loaded at start plus at most
+{summary['rss_max_mib'] - rss_start:.0f} MiB, against the memory budget of {budget_mib:.0f} MiB for what clients grow
+(RSS bound stated: start + budget = {rss_start + budget_mib:.0f} MiB, plus the requests in flight).
 
 ## Phases
 
@@ -246,6 +290,12 @@ at their defaults (32 requests in flight, then 429); {'quick sizes (--quick)' if
 | phase | probes | p50 | p99 | max | RSS min | RSS max |
 |---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
+
+## What the stores hold (GET /v1/model `memory`: MiB held / MiB bound (entries))
+
+| when | total MiB | stores |
+|---|---:|---|
+{chr(10).join(mem_rows)}
 
 ## Responses
 
@@ -260,7 +310,25 @@ at their defaults (32 requests in flight, then 429); {'quick sizes (--quick)' if
         return summary
 
 
+def probe(base: str, out: str) -> None:
+    """``run.py --probe BASE FILE``: GET /healthz every 50 ms on a kept-alive connection, one
+    "monotonic-time ms" line per probe (inf when it failed), until terminated."""
+    with httpx.Client(base_url=base, timeout=30) as c, open(out, "w", buffering=1) as f:
+        while True:
+            t0, t = time.monotonic(), time.perf_counter()
+            try:
+                code = c.get("/healthz").status_code
+            except httpx.HTTPError:
+                code = -1
+            ms = (time.perf_counter() - t) * 1000
+            f.write(f"{t0:.4f} {ms if code == 200 else float('inf'):.3f}\n")
+            time.sleep(0.05)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--probe"]:
+        probe(*sys.argv[2:4])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, about a minute)")

@@ -3,6 +3,12 @@
 Everything here is known when the call is emitted. ``Call.from_request`` accepts the
 Predictor's input (``tool``, ``args`` and optional context fields); ``calls_from_frame`` turns
 rows of the canonical table into the same objects for training and evaluation.
+
+Both keep only what the features read of the arguments, ``bound_args``: the first
+``max_arg_chars`` characters (``features.max_arg_chars``, 64 Ki by default). Parsing, the
+regular expressions and the embedding then cost the same for a 10 MiB command as for its
+first 64 Ki characters, and predict the same; no call of the shared corpus is that long (the
+longest arguments are 65,000 characters of JSON), so training sees every argument whole.
 """
 from __future__ import annotations
 
@@ -17,6 +23,68 @@ import pandas as pd
 
 from toollat.ingest.families import tool_family
 from toollat.ingest.files import parse_ts_ms
+
+MAX_ARG_CHARS = 65_536   # conf/features/default.yaml max_arg_chars (a bundle without it was trained within it)
+MAX_ARG_DEPTH = 64       # nesting the features walk; deeper entries are dropped (HTTP allows 32)
+
+
+def bound_args(args: dict[str, Any] | None, limit: int = MAX_ARG_CHARS) -> dict[str, Any] | None:
+    """The arguments as the features read them: their first ``limit`` characters.
+
+    Walked in order, a string or a key counts its characters and every other value (numbers,
+    objects, arrays) one; a string is cut to what is left of the budget, and entries after the
+    budget is spent, or nested deeper than ``MAX_ARG_DEPTH``, are dropped. Within the limit the
+    same object comes back (no copy), so ``{"command": c}`` reads as
+    ``{"command": c[:limit - 1 - len("command")]}``."""
+    if args is None or _within(args, [limit], 0):
+        return args
+    return _cut(args, [limit], 0)
+
+
+def _within(v: Any, left: list[int], depth: int) -> bool:
+    if isinstance(v, str):
+        left[0] -= len(v)
+        return left[0] >= 0
+    left[0] -= 1
+    if left[0] < 0 or (depth >= MAX_ARG_DEPTH and isinstance(v, (dict, list, tuple)) and len(v)):
+        return False
+    if isinstance(v, dict):
+        for k, x in v.items():
+            left[0] -= len(k) if isinstance(k, str) else 1
+            if left[0] < 0 or not _within(x, left, depth + 1):
+                return False
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            if not _within(x, left, depth + 1):
+                return False
+    return True
+
+
+def _cut(v: Any, left: list[int], depth: int) -> Any:
+    if isinstance(v, str):
+        s = v[:max(left[0], 0)]
+        left[0] -= len(s)
+        return s
+    left[0] -= 1
+    if isinstance(v, dict):
+        out: dict = {}
+        if depth < MAX_ARG_DEPTH:
+            for k, x in v.items():
+                cost = len(k) if isinstance(k, str) else 1
+                if cost >= left[0]:   # no room for the key and at least one character of its value
+                    break
+                left[0] -= cost
+                out[k] = _cut(x, left, depth + 1)
+        return out
+    if isinstance(v, (list, tuple)):
+        items: list = []
+        if depth < MAX_ARG_DEPTH:
+            for x in v:
+                if left[0] <= 0:
+                    break
+                items.append(_cut(x, left, depth + 1))
+        return items
+    return v
 
 
 @dataclass(slots=True)
@@ -40,7 +108,7 @@ class Call:
     project: str | None = None          # the project across sessions (cross-session memory key)
 
     @classmethod
-    def from_request(cls, d: dict[str, Any]) -> "Call":
+    def from_request(cls, d: dict[str, Any], max_arg_chars: int = MAX_ARG_CHARS) -> "Call":
         """From a Predictor/API request: ``{"tool": ..., "args": {...} | "json", ...}``."""
         tool = d.get("tool") or d.get("tool_name")
         if not isinstance(tool, str) or not tool:
@@ -55,7 +123,7 @@ class Call:
             args = {"value": args}
         return cls(
             tool=tool,
-            args=args,
+            args=bound_args(args, max_arg_chars),
             family=tool_family(tool),
             agent=_str(d.get("agent")),
             model=_str(d.get("model")),
@@ -136,8 +204,8 @@ def _parse_args(text: Any) -> dict[str, Any] | None:
     return v if isinstance(v, dict) else {"value": v}
 
 
-def calls_from_frame(df: pd.DataFrame) -> list[Call]:
-    """Canonical-table rows -> Calls (same order)."""
+def calls_from_frame(df: pd.DataFrame, max_arg_chars: int = MAX_ARG_CHARS) -> list[Call]:
+    """Canonical-table rows -> Calls (same order), arguments bounded like ``Call.from_request``'s."""
     emitted = _epoch_ms(df["emitted_at"])
     started = _epoch_ms(df["turn_started_at"]) if "turn_started_at" in df else np.full(len(df), np.nan)
     prev_end = _epoch_ms(df["prev_turn_ended_at"]) if "prev_turn_ended_at" in df else np.full(len(df), np.nan)
@@ -156,7 +224,7 @@ def calls_from_frame(df: pd.DataFrame) -> list[Call]:
         project = projects[i]
         out.append(Call(
             tool=tool,
-            args=_parse_args(args),
+            args=bound_args(_parse_args(args), max_arg_chars),
             family=fam if isinstance(fam, str) else tool_family(tool),
             agent=_str(agent),
             model=_str(model),

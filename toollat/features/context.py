@@ -12,12 +12,9 @@ Latencies are in log10 seconds with the 10 ms floor (``to_log``), like the targe
 from __future__ import annotations
 
 import math
-from collections import deque
-from dataclasses import dataclass
-from typing import NamedTuple
 
-from toollat.budget import (DEFAULT_SESSION_BYTES, DICT_SLOT, FLOAT, INT, OBJECT, ODICT_SLOT, TUPLE2,
-                            keys_bytes, str_bytes)
+from toollat.budget import (DEFAULT_SESSION_BYTES, DICT_SLOT, FLOAT, ODICT_SLOT, TUPLE2, keys_bytes, str_bytes,
+                            tuple_bytes)
 from toollat.units import LONG_Y, to_log
 
 from .calls import Call
@@ -31,31 +28,40 @@ NAN = float("nan")
 MAX_PENDING = 256
 MAX_POLLABLE = 64
 MAX_COMMANDS = 2048
+# Everything a history holds is plain tuples of numbers and strings (statistics, pending calls,
+# polls, keys), not objects: every full garbage collection walks every tracked object, and the
+# collector stops tracking a tuple whose items are untracked, never an object. A server holding
+# 10,000 sessions as objects had ~160,000 tracked and spent ~100 ms a collection, holding the GIL
+# while /healthz waited; as tuples an idle session is one tracked object.
+#
 # Upper bounds (bytes) of what each entry of a session's history holds (toollat/budget.py). The
 # base covers the object, the first tables of its four dicts (a dict's smallest table is larger
-# than its share per entry), the deque of recent results and the running "all" statistics.
+# than its share per entry), the recent results and the running "all" statistics.
 SESSION_BASE = 3072
-STAT_ENTRY = DICT_SLOT + OBJECT + 4 * FLOAT + 3 * INT + TUPLE2    # + the key's value string
-RESID_ENTRY = DICT_SLOT + OBJECT + 3 * FLOAT + 2 * INT + TUPLE2
-PENDING_ENTRY = OBJECT + 2 * FLOAT        # + its strings and keys; dict slots are charged at their high water
-POLL_ENTRY = OBJECT + 3 * FLOAT + INT     # a 3-item list
+STAT_ENTRY = DICT_SLOT + tuple_bytes(7) + 7 * FLOAT + TUPLE2    # + the key's value string
+RESID_ENTRY = DICT_SLOT + tuple_bytes(5) + 5 * FLOAT + TUPLE2
+PENDING_ENTRY = tuple_bytes(5) + 2 * FLOAT   # + its strings and keys; dict slots are charged at their high water
+POLL_ENTRY = tuple_bytes(3) + 3 * FLOAT
 KEY_KINDS = ("tool", "fam", "prog", "sub", "cmd")
 
 
-class HistoryKeys(NamedTuple):
+class HistoryKeys:
     """What a call's latency is remembered under in its session: ``(kind, value)`` pairs, or
-    None where the call has no such key (no program for a Read)."""
+    None where the call has no such key (no program for a Read), in the order ``KEY_KINDS``.
 
-    tool: tuple[str, str]
-    fam: tuple[str, str]
-    prog: tuple[str, str] | None
-    sub: tuple[str, str] | None
-    cmd: tuple[str, str] | None
+    ``HistoryKeys(tool, fam, prog, sub, cmd)`` is a plain tuple, not a named one: instances of a
+    tuple subclass stay tracked by the garbage collector, and every cached call and every call
+    awaiting its result holds its keys."""
 
-    @classmethod
-    def for_tool(cls, tool: str, family: str) -> "HistoryKeys":
+    TOOL, FAM, PROG, SUB, CMD = range(5)
+
+    def __new__(cls, tool, fam, prog, sub, cmd) -> tuple:  # type: ignore[misc]
+        return (tool, fam, prog, sub, cmd)
+
+    @staticmethod
+    def for_tool(tool: str, family: str) -> tuple:
         """Keys of a result known only by its tool (``observe(session_id=..., tool=...)``)."""
-        return cls(("tool", tool), ("fam", family), None, None, None)
+        return (("tool", tool), ("fam", family), None, None, None)
 
 
 _PER_KEY = {
@@ -81,94 +87,70 @@ CONTEXT_FEATURES: tuple[str, ...] = (
 )
 
 
-class _Resid:
-    __slots__ = ("n", "total", "last", "max", "n_slow")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.total = 0.0
-        self.last = NAN
-        self.max = NAN
-        self.n_slow = 0
-
-    def add(self, r: float) -> None:
-        self.n += 1
-        self.total += r
-        self.last = r
-        self.max = r if self.n == 1 else max(self.max, r)
-        self.n_slow += r >= SLOW_RESID
-
-    def values(self) -> list[float]:
-        if self.n == 0:
-            return [NAN, NAN, NAN, 0.0]
-        return [self.total / self.n, self.last, self.max, float(self.n_slow)]
+# A key's running statistics: a tuple (n, total, last, max, ewm, n_long, n_err) replaced on
+# each result (see above); counts are whole floats, so the arithmetic is the same as with ints.
+_NO_RESID = (0.0, 0.0, NAN, NAN, 0.0)                   # n, total, last, max, n_slow
 
 
-_NO_RESID = _Resid()
+def _resid_add(st: tuple, r: float) -> tuple:
+    n = st[0] + 1.0
+    return (n, st[1] + r, r, r if n == 1.0 else max(st[3], r), st[4] + (r >= SLOW_RESID))
 
 
-class _Stat:
-    __slots__ = ("n", "total", "last", "max", "ewm", "n_long", "n_err")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.total = 0.0
-        self.last = NAN
-        self.max = NAN
-        self.ewm = NAN
-        self.n_long = 0
-        self.n_err = 0
-
-    def add(self, y: float, err: bool) -> None:
-        self.n += 1
-        self.total += y
-        self.last = y
-        self.max = y if self.n == 1 else max(self.max, y)
-        self.ewm = y if self.n == 1 else 0.5 * self.ewm + 0.5 * y
-        self.n_long += y >= LONG_Y
-        self.n_err += err
-
-    def values(self, stats: tuple[str, ...]) -> list[float]:
-        out = []
-        for s in stats:
-            if s == "n":
-                out.append(float(self.n))
-            elif self.n == 0:
-                out.append(NAN)
-            elif s == "last":
-                out.append(self.last)
-            elif s == "mean":
-                out.append(self.total / self.n)
-            elif s == "max":
-                out.append(self.max)
-            elif s == "ewm":
-                out.append(self.ewm)
-            elif s == "long":
-                out.append(self.n_long / self.n)
-            elif s == "err":
-                out.append(self.n_err / self.n)
-        return out
+def _resid_values(st: tuple) -> list[float]:
+    n = st[0]
+    if n == 0:
+        return [NAN, NAN, NAN, 0.0]
+    return [st[1] / n, st[2], st[3], st[4]]
 
 
-_EMPTY = _Stat()
+_EMPTY = (0.0, 0.0, NAN, NAN, NAN, 0.0, 0.0)
+
+
+def _stat_add(st: tuple, y: float, err: bool) -> tuple:
+    n = st[0] + 1.0
+    return (n, st[1] + y, y, y if n == 1.0 else max(st[3], y), y if n == 1.0 else 0.5 * st[4] + 0.5 * y,
+            st[5] + (y >= LONG_Y), st[6] + err)
+
+
+def _stat_values(st: tuple, stats: tuple[str, ...]) -> list[float]:
+    n = st[0]
+    out = []
+    for s in stats:
+        if s == "n":
+            out.append(n)
+        elif n == 0:
+            out.append(NAN)
+        elif s == "last":
+            out.append(st[2])
+        elif s == "mean":
+            out.append(st[1] / n)
+        elif s == "max":
+            out.append(st[3])
+        elif s == "ewm":
+            out.append(st[4])
+        elif s == "long":
+            out.append(st[5] / n)
+        elif s == "err":
+            out.append(st[6] / n)
+    return out
+
+
+
 
 
 def _log_s(ms: float | None) -> float:
     return math.log10(1.0 + ms / 1000.0) if ms is not None and ms >= 0 else NAN
 
 
-@dataclass(slots=True)
-class _Pending:
-    keys: tuple
-    emitted_ms: float | None
-    poll_target: str | None
-    expected: float          # memory's estimate of its latency, log10 s (NaN if none)
-    group: str | None
+# A call awaiting its result: (keys, emitted_ms, poll_target, expected, group); ``expected`` is
+# the memory's estimate of its latency, log10 s (NaN if none).
+_KEYS, _EMITTED, _POLL_TARGET, _EXPECTED, _GROUP = range(5)
 
 
-def _pending_bytes(call_id: str, p: _Pending) -> int:
+def _pending_bytes(call_id: str, p: tuple) -> int:
     # the keys are usually shared with the feature cache: counted here as well (an upper bound)
-    return PENDING_ENTRY + str_bytes(call_id) + str_bytes(p.poll_target) + str_bytes(p.group) + keys_bytes(p.keys)
+    return PENDING_ENTRY + str_bytes(call_id) + str_bytes(p[_POLL_TARGET]) + str_bytes(p[_GROUP]) + keys_bytes(p[_KEYS])
 
 
 class SessionHistory:
@@ -176,26 +158,27 @@ class SessionHistory:
 
     __slots__ = ("first_ms", "last_result_ms", "last_emit_ms", "n_emitted", "stats", "recent",
                  "pending", "turn_key", "calls_in_turn", "polls", "last_used", "resid", "last_slow_ms", "last_slow_y",
-                 "nbytes", "max_bytes", "_slots_hw")
+                 "nbytes", "max_bytes", "_pending_hw", "_polls_hw")
 
     def __init__(self, max_bytes: int = DEFAULT_SESSION_BYTES) -> None:
         self.first_ms: float | None = None
         self.last_result_ms: float | None = None
         self.last_emit_ms: float | None = None
         self.n_emitted = 0
-        self.stats: dict[tuple, _Stat] = {}
-        self.recent: deque[float] = deque(maxlen=5)
-        self.pending: dict[str, _Pending] = {}
+        self.stats: dict[tuple, tuple] = {}
+        self.recent: tuple[float, ...] = ()    # the last five results
+        self.pending: dict[str, tuple] = {}
         self.turn_key: float | None = None
         self.calls_in_turn = 0
-        self.polls: dict[str, list] = {}   # polled call id -> [started_ms, n_polls, last_y]
+        self.polls: dict[str, tuple] = {}  # polled call id -> (started_ms (NaN: unknown), n_polls, last_y)
         self.last_used = 0.0
-        self.resid: dict[tuple, _Resid] = {}
+        self.resid: dict[tuple, tuple] = {}
         self.last_slow_ms: float | None = None
         self.last_slow_y = NAN
         self.max_bytes = max_bytes
         self.nbytes = SESSION_BASE    # upper bound of what this history holds (see the *_ENTRY costs)
-        self._slots_hw = [0, 0]       # most entries pending / polls ever held: their dict tables do not shrink
+        self._pending_hw = 0          # most entries pending / polls ever held: their dict tables do not shrink
+        self._polls_hw = 0
 
     # -- reading ----------------------------------------------------------------------------
     def features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
@@ -214,7 +197,7 @@ class SessionHistory:
         ]
         poll = self.polls.get(call.poll_of) if call.poll_of else None
         if poll is not None:
-            f += [_log_s(now_ms - poll[0]) if now_ms is not None and poll[0] is not None else NAN, float(poll[1]), poll[2]]
+            f += [_log_s(now_ms - poll[0]) if now_ms is not None and poll[0] == poll[0] else NAN, poll[1], poll[2]]
         else:
             f += [NAN, NAN, NAN]
         f.append(_log_s(now_ms - self.last_slow_ms) if now_ms is not None and self.last_slow_ms is not None else NAN)
@@ -222,13 +205,12 @@ class SessionHistory:
         f += self._pending_features(call, keys, now_ms)
         stats = self.stats
         for kind, key in zip(KEY_KINDS, keys):
-            f += stats.get(key, _EMPTY).values(_PER_KEY[kind]) if key is not None else [NAN] * len(_PER_KEY[kind])
-        a = stats.get(("all",), _EMPTY)
-        f += a.values(_PER_KEY["all"][:-1])
+            f += _stat_values(stats.get(key, _EMPTY), _PER_KEY[kind]) if key is not None else [NAN] * len(_PER_KEY[kind])
+        f += _stat_values(stats.get(("all",), _EMPTY), _PER_KEY["all"][:-1])
         f.append(sum(self.recent) / len(self.recent) if self.recent else NAN)
         resid = self.resid
         for rk in (keys[0], keys[2], ("all",)):
-            f += resid.get(rk, _NO_RESID).values() if rk is not None else [NAN, NAN, NAN, 0.0]
+            f += _resid_values(resid.get(rk, _NO_RESID)) if rk is not None else [NAN, NAN, NAN, 0.0]
         return f
 
     def _pending_features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
@@ -246,18 +228,18 @@ class SessionHistory:
         sib_n = 0
         sib_max = NAN
         sib_sum = 0.0
-        for p in self.pending.values():
-            exp_s = 10.0 ** p.expected if p.expected == p.expected else 0.0
-            elapsed = (now_ms - p.emitted_ms) / 1000.0 if now_ms is not None and p.emitted_ms is not None else 0.0
+        for keys_p, emitted, _, expected, group in self.pending.values():
+            exp_s = 10.0 ** expected if expected == expected else 0.0
+            elapsed = (now_ms - emitted) / 1000.0 if now_ms is not None and emitted is not None else 0.0
             left = max(exp_s - elapsed, 0.0)
             work += left
             worst = max(worst, left)
-            same_tool += p.keys[0] == keys[0]
-            if call.parallel_group is not None and p.group == call.parallel_group:
+            same_tool += keys_p[0] == keys[0]
+            if call.parallel_group is not None and group == call.parallel_group:
                 sib_n += 1
                 sib_sum += exp_s
-                if p.expected == p.expected:
-                    sib_max = p.expected if sib_max != sib_max else max(sib_max, p.expected)
+                if expected == expected:
+                    sib_max = expected if sib_max != sib_max else max(sib_max, expected)
         return [math.log10(1.0 + work), math.log10(1.0 + worst), float(same_tool), float(sib_n), sib_max,
                 math.log10(1.0 + sib_sum) if sib_n else NAN]
 
@@ -275,25 +257,24 @@ class SessionHistory:
             old = self.pending.get(call.call_id)
             if old is not None:  # the same id again: its earlier entry is replaced (in its place)
                 self.nbytes -= _pending_bytes(call.call_id, old)
-            p = self.pending[call.call_id] = _Pending(keys, now_ms, call.poll_of, expected, call.parallel_group)
-            self.nbytes += _pending_bytes(call.call_id, p) + self._slot(0, len(self.pending))
+            p = self.pending[call.call_id] = (keys, now_ms, call.poll_of, expected, call.parallel_group)
+            self.nbytes += _pending_bytes(call.call_id, p)
+            if len(self.pending) > self._pending_hw:
+                self._pending_hw = len(self.pending)
+                self.nbytes += DICT_SLOT
             if len(self.pending) > MAX_PENDING:  # results that never came: forget the oldest
                 cid = next(iter(self.pending))
                 self.nbytes -= _pending_bytes(cid, self.pending.pop(cid))
             if call.poll_of is None and call.family == "shell" and call.call_id not in self.polls:
-                self.polls[call.call_id] = [now_ms, 0, NAN]
-                self.nbytes += POLL_ENTRY + str_bytes(call.call_id) + self._slot(1, len(self.polls))
+                self.polls[call.call_id] = (now_ms if now_ms is not None else NAN, 0.0, NAN)
+                self.nbytes += POLL_ENTRY + str_bytes(call.call_id)
+                if len(self.polls) > self._polls_hw:
+                    self._polls_hw = len(self.polls)
+                    self.nbytes += DICT_SLOT
                 if len(self.polls) > MAX_POLLABLE:
                     cid = next(iter(self.polls))
                     del self.polls[cid]
                     self.nbytes -= POLL_ENTRY + str_bytes(cid)
-
-    def _slot(self, which: int, n: int) -> int:
-        """The dict-slot charge for growing to ``n`` entries (only past the high water)."""
-        if n > self._slots_hw[which]:
-            self._slots_hw[which] = n
-            return DICT_SLOT
-        return 0
 
     def _room(self, cost: int) -> bool:
         return self.nbytes + cost <= self.max_bytes
@@ -314,9 +295,9 @@ class SessionHistory:
                         cost = RESID_ENTRY + str_bytes(rk[-1])
                         if rk[0] != "all" and not self._room(cost):
                             continue  # full: keep what it has, learn no new tool or program
-                        st = self.resid[rk] = _Resid()
+                        st = _NO_RESID
                         self.nbytes += cost
-                    st.add(r)
+                    self.resid[rk] = _resid_add(st, r)
             if r >= SLOW_RESID:
                 self.last_slow_ms = at_ms
                 self.last_slow_y = y
@@ -332,23 +313,20 @@ class SessionHistory:
                     cost = STAT_ENTRY + str_bytes(key[1])
                     if not self._room(cost):
                         continue  # full (a million distinct tool names): keep what it has
-                    s = self.stats[key] = _Stat()
+                    s = _EMPTY
                     self.nbytes += cost
-                s.add(y, is_error)
-        a = self.stats.get(("all",))
-        if a is None:
-            a = self.stats[("all",)] = _Stat()  # in SESSION_BASE
-        a.add(y, is_error)
-        self.recent.append(y)
+                self.stats[key] = _stat_add(s, y, is_error)
+        self.stats[("all",)] = _stat_add(self.stats.get(("all",), _EMPTY), y, is_error)  # in SESSION_BASE
+        self.recent = (self.recent + (y,))[-5:]
         if at_ms is not None:
             self.last_result_ms = at_ms if self.last_result_ms is None else max(self.last_result_ms, at_ms)
-        target = pend.poll_target if pend is not None else None
+        target = pend[_POLL_TARGET] if pend is not None else None
         if target is not None and target in self.polls:
             p = self.polls[target]
-            p[1] += 1
-            p[2] = y
+            self.polls[target] = (p[0], p[1] + 1.0, y)
         elif call_id is not None and call_id in self.polls:
-            self.polls[call_id][2] = y
+            p = self.polls[call_id]
+            self.polls[call_id] = (p[0], p[1], y)
 
 
 # -- across sessions: what a project's earlier sessions took ---------------------------------
@@ -357,7 +335,7 @@ _PROJECT_STATS = ("n", "mean", "last", "max")
 PROJECT_FEATURES: tuple[str, ...] = tuple(f"j_{k}_{s}" for k in PROJECT_KINDS for s in _PROJECT_STATS)
 MAX_PROJECT_KEYS = 4096   # distinct tools/programs/commands remembered per project (LRU)
 PROJECT_BASE = 1024       # the object and its OrderedDict's first table
-PROJECT_ENTRY = ODICT_SLOT + OBJECT + 4 * FLOAT + 3 * INT + TUPLE2   # + the key's value string
+PROJECT_ENTRY = ODICT_SLOT + tuple_bytes(7) + 7 * FLOAT + TUPLE2   # + the key's value string
 
 
 class ProjectHistory:
@@ -374,32 +352,33 @@ class ProjectHistory:
     def __init__(self, max_bytes: float = float("inf")) -> None:
         from collections import OrderedDict
 
-        self.stats: "OrderedDict[tuple, _Stat]" = OrderedDict()
+        self.stats: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.max_bytes = max_bytes
         self.nbytes = PROJECT_BASE
 
-    def features(self, keys: HistoryKeys) -> list[float]:
+    def features(self, keys: tuple) -> list[float]:
         f: list[float] = []
-        for key in (keys.tool, keys.prog, keys.sub, keys.cmd):
+        for key in (keys[0], keys[2], keys[3], keys[4]):   # tool, prog, sub, cmd
             st = self.stats.get(key) if key is not None else None
             if st is None:
                 f += [0.0, NAN, NAN, NAN]
             else:
-                f += [math.log10(1.0 + st.n), st.total / st.n, st.last, st.max]
+                f += [math.log10(1.0 + st[0]), st[1] / st[0], st[2], st[3]]
         return f
 
-    def observe(self, keys: HistoryKeys, latency_ms: float, is_error: bool = False) -> None:
+    def observe(self, keys: tuple, latency_ms: float, is_error: bool = False) -> None:
         y = to_log(latency_ms)
-        for key in (keys.tool, keys.prog, keys.sub, keys.cmd):
+        for key in (keys[0], keys[2], keys[3], keys[4]):
             if key is None:
                 continue
             st = self.stats.get(key)
             if st is None:
-                st = self.stats[key] = _Stat()
+                st = self.stats[key] = _EMPTY
                 self.nbytes += PROJECT_ENTRY + str_bytes(key[1])
                 while len(self.stats) > 1 and (len(self.stats) > MAX_PROJECT_KEYS or self.nbytes > self.max_bytes):
                     old, _ = self.stats.popitem(last=False)
                     self.nbytes -= PROJECT_ENTRY + str_bytes(old[1])
             else:
                 self.stats.move_to_end(key)
-            st.add(y, is_error)
+            if key in self.stats:   # not the oldest key just dropped to make room
+                self.stats[key] = _stat_add(st, y, is_error)

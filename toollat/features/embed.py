@@ -156,7 +156,13 @@ class Embedder:
         return self._cache
 
     def _trim(self) -> None:
-        # what is written out later shares the vectors, counted apart anyway (an upper bound)
+        # Vectors not yet written count against the bound too (apart from the cache's, an upper
+        # bound): past half of it they are written now, and kept only as far as they fit if the
+        # disk refuses them.
+        half = max(1, self.max_in_memory // 2)
+        if len(self._unsaved) > half:
+            self._write()
+            del self._unsaved[:-half]
         while self._cache and len(self._cache) + len(self._unsaved) > self.max_in_memory:
             self._cache.popitem(last=False)
 

@@ -16,6 +16,7 @@ against a live ``SessionHistory``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
 from toollat.units import history_ms
 
 from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
-from .calls import Call, calls_from_frame
+from .calls import MAX_ARG_CHARS, Call, bound_args, calls_from_frame
 from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
@@ -55,6 +56,7 @@ class FeatureConfig:
     oof_folds: int = 5
     min_category_count: int = 3
     max_categories: int = 250
+    max_arg_chars: int = MAX_ARG_CHARS   # the features read this much of a call's arguments (calls.bound_args)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
@@ -170,7 +172,7 @@ class FeaturePipeline:
     # -- batch --------------------------------------------------------------------------------
     def fit_transform(self, df: pd.DataFrame, y: np.ndarray, progress: bool = False) -> np.ndarray:
         """Learn vocabularies, PCA and memory from training rows; their features (memory out of fold)."""
-        calls = calls_from_frame(df)
+        calls = calls_from_frame(df, self.config.max_arg_chars)
         parsed = [self._args(c) for c in calls]
         c = self.config
         name_cols = list(zip(*[self._name_strings(x) for x in calls]))
@@ -217,7 +219,7 @@ class FeaturePipeline:
 
     def transform(self, df: pd.DataFrame, progress: bool = False) -> np.ndarray:
         """Features of calls the pipeline never saw (each session replayed from empty)."""
-        calls = calls_from_frame(df)
+        calls = calls_from_frame(df, self.config.max_arg_chars)
         parsed = [self._args(c) for c in calls]
         c = self.config
         blocks = [np.array([self._encode_static(x, *p) for x, p in zip(calls, parsed)], dtype=np.float64).reshape(len(calls), -1)]
@@ -275,9 +277,14 @@ class FeaturePipeline:
         return blocks
 
     # -- online (the Predictor) -----------------------------------------------------------------
+    def bounded(self, call: Call) -> Call:
+        """The call with its arguments cut to what the features read (the same object if they fit)."""
+        args = bound_args(call.args, self.config.max_arg_chars)
+        return call if args is call.args else dataclasses.replace(call, args=args)
+
     @staticmethod
     def static_key(call: Call) -> bytes:
-        """The feature cache's key of a call: a 16-byte digest, not the argument text,
+        """The feature cache's key of a (bounded) call: a 16-byte digest, not the argument text,
         so a cache entry costs its feature row and keys whatever the text's size."""
         return digest("\x1f".join((call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else "\x00",
                                     call.agent or "", call.model or "", call.permission_mode or "")))
@@ -285,8 +292,19 @@ class FeaturePipeline:
     def is_cached(self, key: bytes) -> bool:
         return key in self._static_cache
 
+    def prefetch(self, calls: list[Call]) -> None:
+        """Encode together the texts of these calls whose features are not cached: the encoder
+        batches them (a 2,000-text request was 2,000 passes of one text), and ``static_row`` then
+        finds each vector in the embedder's cache."""
+        if len(calls) < 2 or not self.config.uses_text or self.embedder is None:
+            return
+        texts = {embed_text(b.tool, b.args) for b in map(self.bounded, calls) if self.static_key(b) not in self._static_cache}
+        if len(texts) > 1:
+            self._embed(sorted(texts), False)
+
     def static_row(self, call: Call) -> tuple[np.ndarray, tuple]:
         """Static features and history keys of one call, cached by the call's identity."""
+        call = self.bounded(call)
         ck = self.static_key(call)
         hit = self._static_cache.get(ck)
         if hit is not None:

@@ -2,7 +2,8 @@
 
 - ``POST /v1/predict``  ``{"calls": [...], "engine"?}`` -> ``{"model": {...}, "predictions": [...]}``
 - ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
-- ``GET /healthz``, ``GET /v1/model`` (with running calibration); OpenAPI at ``/openapi.json``, ``/docs``
+- ``GET /healthz``, ``GET /v1/model`` (running calibration, the memory budget); OpenAPI at ``/openapi.json``,
+  ``/docs``
 
 Every bad request gets a 4xx with ``{"error": reason, "detail"?}`` and the server keeps serving:
 a Host that is not this server is a 421 (a web page the user visits must not reach it by DNS
@@ -12,9 +13,11 @@ not received in time a 408, a field of the wrong type or out of range a 422, and
 set every ``/v1`` route wants ``Authorization: Bearer <token>`` (401). Parsing, validation and
 the model run in worker threads behind a capacity limiter, so the event loop (and /healthz)
 answers while a large batch is predicted; too many requests in flight get a 429 with
-``Retry-After``, and a request with more never-seen texts than ``max_new_texts`` a 413.
-Session history lives in the one process (so run a single worker), within the Predictor's
-memory budget.
+``Retry-After``, and a request with more never-seen texts than ``max_new_texts``, more calls
+than ``max_calls`` or more observations than ``max_observations`` a 413 (split it). The items of
+a request are validated ``validate_chunk`` at a time, because one pydantic call holds the GIL
+until it returns (10,000 calls at once held it 170 ms, and /healthz with it). Session history
+lives in the one process (so run a single worker), within the Predictor's memory budget.
 Each request is logged as one JSON line (``toollat.access``).
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,8 +42,8 @@ from starlette.requests import ClientDisconnect
 from toollat.predictor import Predictor
 
 from .protocol import ServerLimits
-from .schemas import (ErrorOut, Health, ModelInfo, ObserveRequest, ObserveResponse, PredictRequest,
-                      PredictResponse)
+from .schemas import (CallIn, ErrorOut, Health, ModelInfo, Observation, ObserveRequest, ObserveResponse,
+                      PredictRequest, PredictResponse)
 
 access_log = logging.getLogger("toollat.access")
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -135,9 +138,14 @@ class _Guard:
             }).decode())
 
 
+# Each list's items validated on their own, a chunk at a time (see the module docstring).
+_ITEMS = {"calls": TypeAdapter(list[CallIn]), "observations": TypeAdapter(list[Observation])}
+
+
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     why = {400: "Body not JSON, or not UTF-8, or bad Content-Length", 401: "Missing or wrong bearer token",
-           408: "Body not received in time", 413: "Body too large, or too many never-seen call texts",
+           408: "Body not received in time",
+           413: "Body too large, or too many calls, observations or never-seen call texts in one request: split it",
            415: "Content-Type is not application/json", 421: "Host header is not this server",
            422: "A field is missing, of the wrong type or out of range", 429: "Too many requests in flight; retry after Retry-After seconds"}
     return {c: {"model": ErrorOut, "description": why[c]} for c in codes}
@@ -160,6 +168,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
     model_ref = {"name": predictor.name, "version": predictor.model_version}
     workers = anyio.CapacityLimiter(limits.model_threads)
     inflight = [0]  # only touched on the event loop
+    caps = {"calls": limits.max_calls, "observations": limits.max_observations}
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException):
@@ -186,11 +195,30 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
             raise _BadRequest(400, "empty body: send a JSON object")
         return bytes(body)
 
-    def parse(body: bytes, model: type[BaseModel]) -> Any:
+    def parse(body: bytes, model: type[BaseModel], items: str) -> Any:
+        """The body as ``model``; its list ``items`` counted first (413 past its cap) and
+        validated a chunk at a time, so the event loop gets the GIL between chunks."""
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise _BadRequest(400, f"body is not valid UTF-8 JSON: {e}") from None
+        listed = data.get(items) if isinstance(data, dict) else None
+        if isinstance(listed, list):
+            if len(listed) > caps[items]:
+                raise _BadRequest(413, f"{len(listed)} {items} in one request; at most {caps[items]}: split it")
+            valid: list[Any] = []
+            errors: list[dict[str, Any]] = []
+            step = limits.validate_chunk
+            for start in range(0, len(listed), step):
+                try:
+                    valid += _ITEMS[items].validate_python(listed[start:start + step])
+                except ValidationError as e:
+                    errors += [{**x, "loc": [items, start + x["loc"][0], *x["loc"][1:]]} for x in _validation_detail(e)]
+                    if len(errors) >= 20:
+                        break
+            if errors:
+                raise _BadRequest(422, "invalid request", errors[:20])
+            data = {**data, items: valid}  # validated instances are taken as they are below
         try:
             return model.model_validate(data)
         except ValidationError as e:
@@ -210,8 +238,8 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
             inflight[0] -= 1
 
     def predict_work(body: bytes) -> Response:
-        req: PredictRequest = parse(body, PredictRequest)
-        try:
+        req: PredictRequest = parse(body, PredictRequest, "calls")
+        try:  # arguments cut to what the features read, before anything else looks at them
             calls = predictor.parse([c.model_dump(exclude_none=True) for c in req.calls])
         except ValueError as e:
             raise _BadRequest(422, str(e)) from None
@@ -227,7 +255,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         return _json({"model": model_ref, "predictions": out})
 
     def observe_work(body: bytes) -> Response:
-        req: ObserveRequest = parse(body, ObserveRequest)
+        req: ObserveRequest = parse(body, ObserveRequest, "observations")
         unknown = [i for i, o in enumerate(req.observations)
                    if not predictor.observe(call_id=o.call_id, latency_ms=o.latency_ms, session_id=o.session_id,
                                             tool=o.tool, is_error=o.is_error)]
