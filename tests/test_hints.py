@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toollat.hints import HintCosts, decide, decide_plans
+from toollat.hints import HintCosts, decide, decide_plans, plan_costs
 
 L = (0.1, 0.5, 0.9, 0.99)
 C = HintCosts(breakeven_s=30, offload_cost_s=8, offload_hold_ratio=0.05)  # host holds at most 600 s
@@ -53,3 +53,23 @@ def test_bad_costs_are_refused():
     for bad in ({"breakeven_s": 0}, {"offload_cost_s": -1}, {"offload_hold_ratio": 1.5}):
         with pytest.raises(ValueError):
             HintCosts(**bad)
+
+
+def test_plan_costs_explain_the_hint_by_hand():
+    # gaps 1, 2, 3, 4 s and the tail at 8 s, with masses .1 .4 .4 .09 .01 (E[G] = 2.54 s)
+    c = plan_costs(L, np.array([[1000, 2000, 3000, 4000]]), C)[0]
+    assert c["unit"] == "gpu_hold_s" and c["chosen"] == "keep"
+    assert c["keep"] == pytest.approx(2.5 + 0.01 * (8 + 0.05 * 4))       # hold min(G, 4); the 8 s tail offloaded
+    assert (c["keep_ttl_ms"], c["keep_then"]) == (4000.0, "offload")
+    assert c["offload"] == pytest.approx(8 + 0.05 * 2.54)                 # every outcome pays the round trip
+    assert c["drop"] == pytest.approx(30.0)
+
+
+def test_plan_costs_agree_with_the_hint():
+    rng = np.random.default_rng(3)
+    q = np.sort(10 ** rng.uniform(0, 7, size=(300, 4)), axis=1)
+    actions, ttl, then = decide_plans(L, q, C)
+    for c, a, t, th in zip(plan_costs(L, q, C), actions, ttl, then):
+        assert c["chosen"] == a and min(c["keep"], c["offload"], c["drop"]) == c[a]
+        if a == "keep":
+            assert (c["keep_ttl_ms"], c["keep_then"]) == (t, th)

@@ -459,7 +459,7 @@ def test_project_and_cwd_reach_the_predictor(server, client):
     assert r.status_code == 200
     seen = []
     original = predictor.predict_calls
-    predictor.predict_calls = lambda calls: seen.extend(c.project for c in calls) or original(calls)
+    predictor.predict_calls = lambda calls, **kw: seen.extend(c.project for c in calls) or original(calls, **kw)
     try:
         client.post("/v1/predict", json={"calls": [{"tool": "Bash", "project": "alpha"},
                                                    {"tool": "Bash", "cwd": "/home/user/src/beta/"}]})
@@ -477,3 +477,26 @@ def test_a_huge_command_is_answered_quickly_as_its_prefix(server, client):
     assert r.status_code == 200 and time.perf_counter() - t < 1.0
     prefix = client.post("/v1/predict", json={"calls": [{"tool": "Bash", "args": {"command": cmd[:65536 - 1 - 7]}}]})
     assert prefix.json()["predictions"][0]["quantiles"] == r.json()["predictions"][0]["quantiles"]
+
+
+def test_explain_gives_each_plans_expected_cost(client):
+    call = {"tool": "Bash", "args": {"command": "go test ./..."}, "session_id": "why", "call_id": "why1"}
+    plain = client.post("/v1/predict", json={"calls": [call]}).json()["predictions"][0]
+    assert "costs" not in plain
+    client.post("/v1/observe", json={"observations": [{"call_id": "why1", "latency_ms": 41000}]})
+    r = client.post("/v1/predict", json={"calls": [{**call, "call_id": "why2"}], "explain": True})
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    costs = p["costs"]
+    assert costs["unit"] == "gpu_hold_s" and costs["chosen"] == p["hint"]["action"]
+    assert costs[costs["chosen"]] == min(costs["keep"], costs["offload"], costs["drop"])
+    assert costs["drop"] == pytest.approx(30.0)          # the bundle's breakeven_s: drop now is one re-prefill
+    if p["hint"]["action"] == "keep":
+        assert (costs["keep_ttl_ms"], costs["keep_then"]) == (p["hint"]["ttl_ms"], p["hint"]["then"])
+    assert client.post("/v1/predict", json={"calls": [call], "explain": "yes"}).status_code == 422
+
+
+def test_model_info_states_the_hint_rule(client):
+    hints = client.get("/v1/model").json()["hints"]
+    assert hints["unit"] == "gpu_hold_s" and hints["host_ttl_s"] == pytest.approx(30.0 / 0.05)
+    assert "cheapest plan is the hint" in hints["rule"] and "explain" in hints["rule"]

@@ -31,7 +31,6 @@ DICT_SLOT = 72
 ODICT_SLOT = 176
 TUPLE2 = 72            # a (kind, value) key: 56 bytes and the GC header
 FLOAT = 24
-INT = 32               # an int past the small-int cache
 OBJECT = 112           # a small __slots__ object (up to 8 slots) with its GC header
 NDARRAY = 112          # a numpy array header (the data is counted separately)
 

@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 Action = Literal["keep", "offload", "drop"]
+ACTIONS: tuple[Action, ...] = ("keep", "offload", "drop")
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,6 @@ class Hint:
     ttl_ms: float                      # keep: GPU TTL; offload: host TTL; drop: 0
     then: Literal["offload", "drop"] | None = None   # keep only: what to do when the TTL expires
 
-    @property
-    def host_ttl_ms(self) -> float:
-        return self.ttl_ms if self.action == "offload" else 0.0
-
     def for_engine(self, engine: str, costs: HintCosts | None = None) -> dict:
         """This hint in a serving engine's own request fields ("vllm", "sglang", "trtllm",
         "mooncake", "dynamo"); shapes and sources in ``toollat.engines``."""
@@ -69,17 +66,11 @@ def decide(levels, values_ms, costs: HintCosts = HintCosts()) -> Hint:
     return Hint(actions[0], float(ttl[0]), then[0])
 
 
-def decide_batch(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> tuple[list[str], np.ndarray]:
-    """Actions and TTLs (ms) for many gaps (rows of ``values_ms``); see ``decide_plans`` for ``then``."""
-    actions, ttl, _ = decide_plans(levels, values_ms, costs)
-    return actions, ttl
-
-
-def decide_plans(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> tuple[list[str], np.ndarray, list[str | None]]:
-    """Hints for many gaps at once, vectorized: actions, TTLs in ms, and keep's ``then``.
-
-    Every plan (T = 0 or a predicted quantile; then offload or drop) is costed over every
-    support point in one broadcast: arrays (gaps, candidate T, support point)."""
+def _plan_costs(levels, values_ms: np.ndarray, costs: HintCosts) -> tuple[np.ndarray, np.ndarray]:
+    """Expected cost (GPU-hold seconds) of every plan for many gaps at once: an array (gaps,
+    candidate T, then offload | then drop) and the candidate TTLs (gaps, candidate T) in seconds,
+    T = 0 first. Every plan is costed over every support point in one broadcast: arrays (gaps,
+    candidate T, support point)."""
     levels = np.asarray(levels, dtype=np.float64)
     v = np.maximum(np.asarray(values_ms, dtype=np.float64), 0.0) / 1000.0     # (n, q) seconds
     n = v.shape[0]
@@ -92,13 +83,39 @@ def decide_plans(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) 
     held = (np.minimum(g, t) * probs).sum(axis=2)                              # (n, q+1)
     off_tail = ((o + r * np.minimum(g - t, host) + b * (g > t + host)) * late * probs).sum(axis=2)
     drop_tail = b * (late * probs).sum(axis=2)
-    cost = np.stack([held + off_tail, held + drop_tail], axis=2).reshape(n, -1)  # [T, then]
-    flat = cost.argmin(axis=1)
+    return np.stack([held + off_tail, held + drop_tail], axis=2), t[:, :, 0]
+
+
+def decide_plans(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> tuple[list[str], np.ndarray, list[str | None]]:
+    """Hints for many gaps at once, vectorized: actions, TTLs in ms, and keep's ``then``."""
+    cost, t = _plan_costs(levels, values_ms, costs)
+    n = cost.shape[0]
+    flat = cost.reshape(n, -1).argmin(axis=1)                                  # [T, then]
     j, then_drop = flat // 2, (flat % 2) == 1
-    ttl_s = t[np.arange(n), j, 0]
+    ttl_s = t[np.arange(n), j]
+    host = costs.breakeven_s / costs.offload_hold_ratio if costs.offload_hold_ratio > 0 else np.inf
     act = np.where(j == 0, np.where(then_drop, 2, 1), 0)                       # keep / offload / drop
     ttl = np.where(act == 0, np.maximum(ttl_s * 1000.0, costs.min_ttl_ms), np.where(act == 1, host * 1000.0, 0.0))
-    names = ("keep", "offload", "drop")
-    actions = [names[a] for a in act.tolist()]
+    actions = [ACTIONS[a] for a in act.tolist()]
     thens = [("drop" if d else "offload") if a == 0 else None for a, d in zip(act.tolist(), then_drop.tolist())]
     return actions, ttl, thens
+
+
+def plan_costs(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) -> list[dict]:
+    """Why each hint is what it is: per gap, the expected cost in GPU-hold seconds of the cheapest
+    plan of each kind, ``keep`` (its ``keep_ttl_ms`` and ``keep_then``), ``offload`` now and
+    ``drop`` now, and the one ``chosen`` (the hint's action: the cheapest of the three)."""
+    cost, t = _plan_costs(levels, values_ms, costs)
+    n = cost.shape[0]
+    keep = cost[:, 1:, :].reshape(n, -1)                                       # T > 0 only
+    k = keep.argmin(axis=1)
+    out = []
+    for i in range(n):
+        plans = {"keep": float(keep[i, k[i]]), "offload": float(cost[i, 0, 0]), "drop": float(cost[i, 0, 1])}
+        # ties go as decide_plans breaks them: keep (shortest T first), then offload, then drop
+        chosen = "keep" if plans["keep"] < min(plans["offload"], plans["drop"]) else \
+            ("offload" if plans["offload"] <= plans["drop"] else "drop")
+        out.append({"unit": "gpu_hold_s", **plans,
+                    "keep_ttl_ms": float(max(t[i, 1 + k[i] // 2] * 1000.0, costs.min_ttl_ms)),
+                    "keep_then": "drop" if k[i] % 2 else "offload", "chosen": chosen})
+    return out

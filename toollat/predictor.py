@@ -42,7 +42,7 @@ from toollat.estimator import ToolLatencyModel
 from toollat.features.calls import Call
 from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
 from toollat.features.embed import Embedder
-from toollat.hints import Hint, HintCosts, decide_plans
+from toollat.hints import Hint, HintCosts, decide_plans, plan_costs
 from toollat.ingest.families import tool_family
 from toollat.jsonio import dumps_bytes
 from toollat.online import GLOBAL_PROJECT, AdaptiveShift, OnlineConfig
@@ -64,6 +64,7 @@ class LatencyPrediction:
     hint: Hint
     fallback: str | None = None        # "family" / "global" when the tool was never seen in training
     model_version: str = ""
+    costs: dict[str, Any] | None = None  # with explain=True: each plan's expected cost (hints.plan_costs)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"call_id": self.call_id, "p50_ms": self.p50_ms, "p90_ms": self.p90_ms, "quantiles": self.quantiles,
@@ -72,6 +73,8 @@ class LatencyPrediction:
             d["hint"]["then"] = self.hint.then
         if self.fallback:
             d["fallback"] = self.fallback
+        if self.costs is not None:
+            d["costs"] = self.costs
         return d
 
 
@@ -186,8 +189,7 @@ class Predictor:
         info = {
             "name": self.name, "version": self.model_version, "created": card.get("created"),
             "target": self.model.target, "tools": self.model.tools, "levels": list(self.levels),
-            "hints": {"breakeven_s": self.costs.breakeven_s, "offload_cost_s": self.costs.offload_cost_s,
-                      "offload_hold_ratio": self.costs.offload_hold_ratio},
+            "hints": self.hint_rule(),
             "held_out_metrics": held.get("toollat"),
             "running_calibration": calibration,
             "online_shifts": self._aci.to_dict() if self._aci is not None else None,
@@ -196,6 +198,28 @@ class Predictor:
             "memory": self.memory_usage(),
         }
         return orjson.loads(dumps_bytes(info))  # strict JSON values (NaN -> None)
+
+    def hint_rule(self) -> dict[str, Any]:
+        """The hint's costs and the rule that turns a predicted distribution into a hint, in words
+        (``GET /v1/model`` "hints"; ``toollat/hints.py``)."""
+        c = self.costs
+        host_s = c.breakeven_s / c.offload_hold_ratio if c.offload_hold_ratio > 0 else None
+        return {
+            "breakeven_s": c.breakeven_s, "offload_cost_s": c.offload_cost_s, "offload_hold_ratio": c.offload_hold_ratio,
+            "host_ttl_s": host_s, "min_ttl_ms": c.min_ttl_ms, "unit": "gpu_hold_s",
+            "rule": (
+                "Costs are in GPU-hold seconds (holding this request's KV in GPU memory for one second). For a gap G: "
+                f"keep T then offload costs min(G, T), plus {c.offload_cost_s:g} (offload and back) and "
+                f"{c.offload_hold_ratio:g} per second in host memory if G > T, plus {c.breakeven_s:g} (a re-prefill) if G "
+                f"outlasts host memory (T + {host_s if host_s is not None else float('inf'):g} s); keep T then drop costs "
+                f"min(G, T) plus {c.breakeven_s:g} if G > T; offload now is keep 0 then offload; drop now costs "
+                f"{c.breakeven_s:g}. Each plan's cost is averaged over the predicted quantiles (the mass between two "
+                "levels at the upper value, the tail above the top level at twice it), T ranges over 0 and the "
+                "quantiles, and the cheapest plan is the hint. So the TTL is where holding longer stops paying: with a "
+                "wide distribution it can be far below the p50, because past the fast outcomes each further second "
+                "held is paid by every slower outcome, while demoting then costs only the offload. Ask predict with "
+                "\"explain\": true for each prediction's costs of keep, offload and drop."),
+        }
 
     def memory_usage(self) -> dict[str, Any]:
         """What each client-grown store holds now against its bound: ``{"budget_bytes", "bytes",
@@ -295,12 +319,14 @@ class Predictor:
             return None
         return "family" if call.family != "other" else "global"
 
-    def predict(self, call: dict[str, Any]) -> LatencyPrediction:
-        return self.predict_batch([call])[0]
+    def predict(self, call: dict[str, Any], explain: bool = False) -> LatencyPrediction:
+        return self.predict_batch([call], explain)[0]
 
-    def predict_batch(self, calls: list[dict[str, Any]]) -> list[LatencyPrediction]:
-        """Predictions in order; each call is recorded as emitted in its session (in order)."""
-        return self.predict_calls(self.parse(calls))
+    def predict_batch(self, calls: list[dict[str, Any]], explain: bool = False) -> list[LatencyPrediction]:
+        """Predictions in order; each call is recorded as emitted in its session (in order).
+        ``explain``: each prediction also carries ``costs``, the expected cost of each plan the
+        hint weighed (``hints.plan_costs``)."""
+        return self.predict_calls(self.parse(calls), explain)
 
     def parse(self, calls: list[dict[str, Any]]) -> list[Call]:
         """Request dicts as calls, their arguments cut to what the features read (ValueError if one is bad)."""
@@ -316,7 +342,7 @@ class Predictor:
         with self._lock:
             return sum(not self.pipeline.is_cached(k) for k in keys)
 
-    def predict_calls(self, parsed: list[Call]) -> list[LatencyPrediction]:
+    def predict_calls(self, parsed: list[Call], explain: bool = False) -> list[LatencyPrediction]:
         """``predict_batch`` for calls already parsed (``features.calls.Call``)."""
         self.pipeline.prefetch(parsed)  # never-seen texts through the encoder at once, outside the lock
         now = time.time() * 1000.0
@@ -347,6 +373,7 @@ class Predictor:
             p_long = p_exceeds(self.levels, to_ms(q_log), LONG_MS, p_long)
         ms = to_ms(q_log)
         actions, ttls, thens = decide_plans(self.levels, ms, self.costs)
+        why = plan_costs(self.levels, ms, self.costs) if explain else [None] * len(parsed)
         out = []
         with self._lock:
             for i, call in enumerate(parsed):
@@ -358,7 +385,7 @@ class Predictor:
             q = {n: float(v) for n, v in zip(self.level_names, ms[i])}
             out.append(LatencyPrediction(call.call_id, q.get("p50", float(ms[i][0])), q.get("p90", float(ms[i][-1])), q,
                                          float(p_long[i]), Hint(actions[i], float(ttls[i]), thens[i]),
-                                         self._fallback(call), self.model_version))
+                                         self._fallback(call), self.model_version, why[i]))
         return out
 
     def predict_frame(self, df: "pd.DataFrame", progress: bool = False) -> "pd.DataFrame":

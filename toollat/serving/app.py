@@ -1,9 +1,10 @@
 """The HTTP API, a thin layer over one in-process ``Predictor``.
 
-- ``POST /v1/predict``  ``{"calls": [...], "engine"?}`` -> ``{"model": {...}, "predictions": [...]}``
+- ``POST /v1/predict``  ``{"calls": [...], "engine"?, "explain"?}`` -> ``{"model": {...}, "predictions": [...]}``
+  (with ``explain``, each prediction's ``costs``: the expected cost of keep, offload and drop)
 - ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
-- ``GET /healthz``, ``GET /v1/model`` (running calibration, the memory budget); OpenAPI at ``/openapi.json``,
-  ``/docs``
+- ``GET /healthz``, ``GET /v1/model`` (running calibration, the hint's rule, the memory budget); OpenAPI at
+  ``/openapi.json``, ``/docs``
 
 Every bad request gets a 4xx with ``{"error": reason, "detail"?}`` and the server keeps serving:
 a Host that is not this server is a 421 (a web page the user visits must not reach it by DNS
@@ -247,7 +248,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         if new > limits.max_new_texts:
             raise _BadRequest(413, f"{new} calls with never-seen text; at most {limits.max_new_texts} per request: "
                                    "split the batch")
-        preds = predictor.predict_calls(calls)
+        preds = predictor.predict_calls(calls, explain=req.explain)
         out = [p.to_dict() for p in preds]
         if req.engine is not None:
             for d, p in zip(out, preds):

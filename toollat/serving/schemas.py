@@ -104,6 +104,8 @@ class PredictRequest(BaseModel):
     calls: list[CallIn] = Field(min_length=1, max_length=100_000)
     engine: Literal[ENGINES] | None = Field(  # type: ignore[valid-type]
         default=None, description="Also give each hint in this serving engine's request fields (engine_hint)")
+    explain: Annotated[bool, Field(strict=True)] = Field(
+        default=False, description="Also give each prediction the expected cost of each plan the hint weighed (costs)")
 
 
 # An observation names its call by call_id, or by session_id and tool: said in the schema too.
@@ -141,6 +143,19 @@ class HintOut(BaseModel):
     then: Literal["offload", "drop"] | None = Field(default=None, description="keep: what to do when the TTL expires")
 
 
+class PlanCosts(BaseModel):
+    """Why the hint is what it is: each plan's expected cost over the predicted distribution
+    (the rule: GET /v1/model "hints"); the cheapest is the hint."""
+
+    unit: Literal["gpu_hold_s"] = Field(description="GPU-hold seconds: holding this request's KV in GPU memory for one second")
+    keep: float = Field(description="the cheapest keep: hold on the GPU for keep_ttl_ms, then keep_then")
+    keep_ttl_ms: float
+    keep_then: Literal["offload", "drop"]
+    offload: float = Field(description="offload to host memory now (and back when the call returns)")
+    drop: float = Field(description="drop now and re-prefill when the call returns (breakeven_s)")
+    chosen: Literal["keep", "offload", "drop"] = Field(description="the cheapest: the hint's action")
+
+
 class PredictionOut(BaseModel):
     call_id: str | None
     p50_ms: float
@@ -150,6 +165,7 @@ class PredictionOut(BaseModel):
     hint: HintOut
     fallback: Literal["family", "global"] | None = Field(default=None, description="the tool was never seen in training")
     engine_hint: dict[str, Any] | None = Field(default=None, description="the hint in the requested engine's terms")
+    costs: PlanCosts | None = Field(default=None, description="with explain: each plan's expected cost")
 
 
 class ModelRef(BaseModel):
@@ -192,6 +208,16 @@ class MemoryUsage(BaseModel):
     stores: dict[str, StoreUsage] = Field(description="sessions, pending, projects, feature_cache, embedding_cache")
 
 
+class HintRule(BaseModel):
+    breakeven_s: float = Field(description="a re-prefill costs as much as holding the KV on the GPU this long")
+    offload_cost_s: float = Field(description="moving the KV to host memory and back, GPU-hold seconds")
+    offload_hold_ratio: float = Field(description="host memory per second, relative to GPU memory")
+    host_ttl_s: float | None = Field(description="the longest host memory holds a KV (breakeven_s / offload_hold_ratio)")
+    min_ttl_ms: float
+    unit: Literal["gpu_hold_s"]
+    rule: str = Field(description="how the hint is chosen from the predicted distribution, in words")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -199,7 +225,7 @@ class ModelInfo(BaseModel):
     target: Any = None
     tools: Any = None
     levels: list[float]
-    hints: dict[str, float]
+    hints: HintRule
     held_out_metrics: dict[str, Any] | None = None
     running_calibration: dict[str, Coverage]
     state: dict[str, int]
