@@ -118,3 +118,13 @@ def small_bundle(small_split, embedder, tmp_path_factory):
     train, _ = small_split
     model = ToolLatencyModel.from_config(small_config(), embedder).fit(train)
     return model.save(tmp_path_factory.mktemp("bundles") / "small", {"data": {"calls": int(len(train))}})
+
+
+def decide(levels, values_ms, costs):
+    """The hint for one gap from its quantiles (ms): ``hints.decide_plans`` for one row."""
+    import numpy as np
+
+    from toollat.hints import Hint, decide_plans
+
+    actions, ttl, then = decide_plans(levels, np.asarray(values_ms, dtype=np.float64)[None, :], costs)
+    return Hint(actions[0], float(ttl[0]), then[0])

@@ -65,7 +65,7 @@ def test_bad_budgets_are_refused():
 
 def test_session_bytes_are_an_upper_bound_of_what_it_allocates():
     """Every kind of entry a session holds, with long and non-ASCII keys: tracemalloc <= nbytes."""
-    from toollat.features.calls import Call
+    from toollat.core.call import Call
 
     hists = []
 

@@ -19,7 +19,7 @@ from toollat.features.embed import MODEL_NAME, Embedder
 @pytest.fixture(scope="module")
 def texts(small_calls) -> list[str]:
     """400 distinct real call texts."""
-    from toollat.features.calls import calls_from_frame
+    from toollat.core.call import calls_from_frame
     from toollat.features.text import embed_text
 
     distinct = sorted({embed_text(c.tool, c.args) for c in calls_from_frame(small_calls)})
@@ -150,7 +150,7 @@ def test_many_shards_are_merged_on_load(texts, tmp_path):
 
 def test_a_key_ending_in_nul_is_found_again(tmp_path):
     """One text in 256 has a cache key ending in a NUL byte; it must be read back like any other."""
-    from toollat.features.text import digest
+    from toollat.core.hashing import digest
 
     text = next(t for t in (f"Bash: pytest -q tests/test_{i}.py" for i in range(5000))
                 if digest(MODEL_NAME + "\x1f" + t).endswith(b"\x00"))

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from toollat.engines import ENGINES, PRIORITY, render
-from toollat.hints import Hint, HintCosts, decide
+from conftest import decide
+from toollat.hints import Hint, HintCosts
 
 L = (0.1, 0.5, 0.9, 0.99)
 C = HintCosts(breakeven_s=30, offload_cost_s=8, offload_hold_ratio=0.05)  # host holds at most 600 s

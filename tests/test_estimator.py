@@ -13,7 +13,7 @@ from toollat.bundle import BundleError
 from toollat.config import compose
 from toollat.estimator import NotFittedError, ToolLatencyModel
 from toollat.paths import REPO_ROOT
-from toollat.units import P_LONG_COLUMN, prediction_columns
+from toollat.core.units import P_LONG_COLUMN, prediction_columns
 
 KINDS = {
     "lgbm": FAST_MODEL,

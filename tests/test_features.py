@@ -158,7 +158,7 @@ def test_embedding_cache_is_bounded_and_written_in_shards(tmp_path):
 
 def test_arguments_are_read_up_to_their_bound():
     """features.max_arg_chars: strings and keys count their characters, other values one."""
-    from toollat.features.calls import MAX_ARG_DEPTH, Call, bound_args, calls_from_frame
+    from toollat.core.call import MAX_ARG_DEPTH, Call, bound_args, calls_from_frame
 
     small = {"command": "ls -la", "timeout": 5, "opts": [1, "a"]}
     assert bound_args(small, 100) is small                      # within the bound: the same object

@@ -13,7 +13,7 @@ import pytest
 from toollat import __version__
 from toollat.estimator import ToolLatencyModel
 from toollat.predictor import Predictor
-from toollat.units import p_exceeds
+from toollat.core.units import p_exceeds
 
 
 def strict(text: str):

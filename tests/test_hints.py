@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from toollat.hints import HintCosts, decide, decide_plans, plan_costs
+from conftest import decide
+from toollat.hints import HintCosts, decide_plans, plan_costs
 
 L = (0.1, 0.5, 0.9, 0.99)
 C = HintCosts(breakeven_s=30, offload_cost_s=8, offload_hold_ratio=0.05)  # host holds at most 600 s

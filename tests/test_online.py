@@ -10,7 +10,7 @@ import pytest
 from conftest import small_config
 from toollat.estimator import ToolLatencyModel
 from toollat.evaluation.evaluate import evaluate
-from toollat.evaluation.online import evaluate_online, prequential_scored
+from toollat.evaluation.prequential import evaluate_online, prequential_scored
 from toollat.features.context import MAX_PROJECT_KEYS
 from toollat.predictor import Predictor
 
@@ -83,7 +83,7 @@ def test_project_stores_are_bounded(project_model):
     assert p.model_info()["state"]["projects"] == 4   # max_projects in the fixture
     store = p._project("p9")
     for i in range(MAX_PROJECT_KEYS + 50):
-        store.observe(p.pipeline.online_row(__import__("toollat.features.calls", fromlist=["Call"]).Call.from_request(
+        store.observe(p.pipeline.online_row(__import__("toollat.core.call", fromlist=["Call"]).Call.from_request(
             {"tool": "Bash", "args": {"command": f"cmd{i}"}}), None, 0.0)[1], 100.0)
     assert len(store.stats) <= MAX_PROJECT_KEYS
 

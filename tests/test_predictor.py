@@ -42,7 +42,7 @@ def replay_online(p: Predictor, session_df):
         r = df.iloc[i]
         if kind == 0:
             call = as_request(r)
-            from toollat.features.calls import Call
+            from toollat.core.call import Call
 
             c = Call.from_request(call)
             hist = p._session(c.session_id)
@@ -148,7 +148,7 @@ def test_a_ten_mib_command_predicts_in_bounded_time_as_its_prefix(predictor):
     import time
     import uuid
 
-    from toollat.features.calls import MAX_ARG_CHARS
+    from toollat.core.call import MAX_ARG_CHARS
 
     cmd = f"pytest -k {uuid.uuid4().hex} " + "y" * (10 * 2**20)
     prefix = predictor.predict({"tool": "Bash", "args": {"command": cmd[:MAX_ARG_CHARS - 1 - len("command")]}})

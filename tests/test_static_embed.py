@@ -30,7 +30,7 @@ def static(static_dir) -> StaticEmbedder:
 @pytest.fixture(scope="session")
 def call_texts(small_calls) -> list[str]:
     """~300 distinct real call texts, spread over the tools and sources of the slice."""
-    from toollat.features.calls import calls_from_frame
+    from toollat.core.call import calls_from_frame
     from toollat.features.text import embed_text
 
     texts = sorted({embed_text(c.tool, c.args) for c in calls_from_frame(small_calls)})

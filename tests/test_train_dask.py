@@ -1,4 +1,6 @@
-"""Training on a LocalCluster of 2 worker processes gives an ordinary bundle that loads and
+"""One fit, two executors: on a LocalCluster of 2 worker processes the fit plan gives the local
+executor's feature rows row for row (every feature group, a non-default ``max_arg_chars``, a
+pandas table or a Dask DataFrame of whole sessions), and an ordinary bundle that loads and
 predicts, with held-out metrics within 0.01 mae of the single-process fit on the same split."""
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ def client():
 
 
 def test_dask_bundle_matches_single_process(small_split, embedder, client, tmp_path):
-    from toollat.distributed import fit_distributed, session_partitions
+    from toollat.distributed import DaskExecutor
     from toollat.estimator import MODEL, ToolLatencyModel
     from toollat.features.pipeline import FeatureConfig
-    from toollat.evaluation.evaluate import report
+    from toollat.evaluation.report import report
     from toollat.predictor import Predictor
 
     train, test = small_split
@@ -35,8 +37,7 @@ def test_dask_bundle_matches_single_process(small_split, embedder, client, tmp_p
     model = {**FAST_MODEL, "params": {**FAST_MODEL["params"], "n_estimators": 160, "learning_rate": 0.05}}
     cfg = small_config(features={**asdict(FeatureConfig()), "embedder": "static"}, model=model)  # shipped to the workers
     single = ToolLatencyModel.from_config(cfg, embedder).fit(train)
-    calls = session_partitions(train, client, npartitions=4)
-    dist = fit_distributed(ToolLatencyModel.from_config(cfg, embedder), calls, client)
+    dist = ToolLatencyModel.from_config(cfg, embedder).fit(train, executor=DaskExecutor(client, partitions_per_worker=2))
 
     assert dist.n_train_calls_ == single.n_train_calls_
     assert dist.feature_names_ == single.feature_names_
@@ -62,3 +63,59 @@ def test_dask_bundle_matches_single_process(small_split, embedder, client, tmp_p
     assert abs(ours[MODEL]["mae_log10"] - theirs[MODEL]["mae_log10"]) < 0.01
     for name in ("per_tool_median", "per_command_mean", "global_median"):  # baselines are exact reductions
         assert ours[name]["mae_log10"] == pytest.approx(theirs[name]["mae_log10"], abs=1e-9), name
+
+
+def _rows_by_identity(data):
+    rows = data.collect()
+    order = np.argsort(rows.row, kind="stable")
+    return rows, order
+
+
+@pytest.mark.parametrize("features", [
+    # every group, the project history (partitions then hold whole projects), arguments read to 300 characters
+    {"embedder": "static", "project": True, "max_arg_chars": 300},
+    {"embedder": "static"},
+])
+def test_local_and_dask_executors_give_the_same_feature_rows(small_split, client, features):
+    from toollat.distributed import DaskExecutor
+    from toollat.estimator import ToolLatencyModel
+    from toollat.features.pipeline import FeatureConfig
+
+    train, _ = small_split
+    cfg = small_config(features={**asdict(FeatureConfig()), **features})
+    local = ToolLatencyModel.from_config(cfg).training_rows(train)
+    dask = ToolLatencyModel.from_config(cfg).training_rows(train, DaskExecutor(client, partitions_per_worker=2))
+    (lp, ldata, lsessions, lhuman), (dp, ddata, dsessions, dhuman) = local, dask
+    assert dp.names == lp.names and ddata.n == ldata.n > 1000
+    assert {"c_tool", "c_program", "sh_sleep_s", "emb_0", "m_knn_y", "x_seq", "r_all_mean"} <= set(lp.names)
+    assert ("j_tool_mean" in lp.names) == features.get("project", False)
+    for n, v in lp.vocabs.items():
+        assert dp.vocabs[n].hashes == v.hashes, n
+    np.testing.assert_array_equal(dp.pca_components, lp.pca_components)
+    (lr, lo), (dr, do) = _rows_by_identity(ldata), _rows_by_identity(ddata)
+    np.testing.assert_array_equal(lr.row[lo], dr.row[do])
+    for col in ("y", "tool_name", "tool_family", "command", "session"):
+        np.testing.assert_array_equal(getattr(lr, col)[lo], getattr(dr, col)[do], err_msg=col)
+    for j, name in enumerate(lp.names):   # every feature, row for row
+        np.testing.assert_array_equal(lr.X[lo, j], dr.X[do, j], err_msg=name)
+    np.testing.assert_array_equal(lsessions, dsessions)
+    assert sorted(lhuman["gap_s"]) == sorted(dhuman["gap_s"])
+
+
+def test_a_dask_dataframe_of_whole_sessions_is_featurized_alike(small_split, client):
+    import dask.dataframe as dd
+
+    from toollat.distributed import DaskExecutor
+    from toollat.estimator import ToolLatencyModel
+    from toollat.features.pipeline import FeatureConfig
+
+    train, _ = small_split
+    cfg = small_config(features={**asdict(FeatureConfig()), "embedder": "static", "max_arg_chars": 300})
+    first = train["session_id"].isin(train["session_id"].unique()[::2])   # two partitions of whole sessions
+    frame = dd.from_pandas(train[first], npartitions=1)
+    frame = dd.concat([frame, dd.from_pandas(train[~first], npartitions=1)])
+    _, local, _, _ = ToolLatencyModel.from_config(cfg).training_rows(train)
+    _, dask, _, _ = ToolLatencyModel.from_config(cfg).training_rows(frame, DaskExecutor(client))
+    (lr, lo), (dr, do) = _rows_by_identity(local), _rows_by_identity(dask)
+    np.testing.assert_array_equal(lr.row[lo], dr.row[do])
+    np.testing.assert_array_equal(lr.X[lo], dr.X[do])

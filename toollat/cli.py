@@ -178,7 +178,7 @@ def evaluate(
 ) -> None:
     """Score a model and the baselines side by side on calls it never saw."""
     from toollat.evaluation.evaluate import evaluate as run_evaluate
-    from toollat.evaluation.online import evaluate_online
+    from toollat.evaluation.prequential import evaluate_online
     from toollat.jsonio import dumps
     from toollat.training import metrics_table
 

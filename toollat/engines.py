@@ -54,9 +54,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from toollat.hints import Hint, HintCosts
+if TYPE_CHECKING:  # the renderers read a hint's and the costs' fields; hints.Hint.for_engine calls them
+    from toollat.hints import Hint, HintCosts
 
 Engine = Literal["vllm", "sglang", "trtllm", "mooncake", "dynamo"]
 ENGINES: tuple[str, ...] = ("vllm", "sglang", "trtllm", "mooncake", "dynamo")
@@ -90,7 +91,7 @@ def host_ttl_ms(hint: Hint, costs: HintCosts) -> float:
     return 0.0
 
 
-def vllm(hint: Hint, costs: HintCosts = HintCosts(), message_id: str | None = None) -> dict[str, Any]:
+def vllm(hint: Hint, costs: HintCosts, message_id: str | None = None) -> dict[str, Any]:
     """``{"kv_hints": KvHintsEnvelope}`` for a vLLM request body (module docstring)."""
     if hint.action == "offload":
         action = {"action_type": "vllm.demote", "action_version": "1.0",
@@ -105,12 +106,12 @@ def vllm(hint: Hint, costs: HintCosts = HintCosts(), message_id: str | None = No
                          "actions": [action]}}
 
 
-def sglang(hint: Hint, costs: HintCosts = HintCosts()) -> dict[str, Any]:
+def sglang(hint: Hint, costs: HintCosts) -> dict[str, Any]:
     """``{"priority": int}`` for an SGLang ``/generate`` request (higher = evicted later)."""
     return {"priority": _priority(hint, "sglang")}
 
 
-def trtllm(hint: Hint, costs: HintCosts = HintCosts(), token_start: int = 0,
+def trtllm(hint: Hint, costs: HintCosts, token_start: int = 0,
            token_end: int | None = None) -> dict[str, Any]:
     """``kv_cache_retention_config`` as the keyword arguments of ``KvCacheRetentionConfig``
     (``duration_ms`` in milliseconds; ``None`` never lapses, used for drop and offload, whose
@@ -126,7 +127,7 @@ def trtllm(hint: Hint, costs: HintCosts = HintCosts(), token_start: int = 0,
     }}
 
 
-def mooncake(hint: Hint, costs: HintCosts = HintCosts()) -> dict[str, Any]:
+def mooncake(hint: Hint, costs: HintCosts) -> dict[str, Any]:
     """``{"replicate_config": ReplicateConfig, "priority": int}`` for the host copy's put."""
     host = host_ttl_ms(hint, costs)
     pinned = host > 0
@@ -136,7 +137,7 @@ def mooncake(hint: Hint, costs: HintCosts = HintCosts()) -> dict[str, Any]:
             "priority": _priority(hint, "mooncake")}
 
 
-def dynamo(hint: Hint, costs: HintCosts = HintCosts()) -> dict[str, Any]:
+def dynamo(hint: Hint, costs: HintCosts) -> dict[str, Any]:
     """``{"nvext": {"cache_control": ...}}`` for a Dynamo chat completion; keep only."""
     if hint.action != "keep":
         return {"nvext": {}}
@@ -146,7 +147,7 @@ def dynamo(hint: Hint, costs: HintCosts = HintCosts()) -> dict[str, Any]:
 _RENDER = {"vllm": vllm, "sglang": sglang, "trtllm": trtllm, "mooncake": mooncake, "dynamo": dynamo}
 
 
-def render(hint: Hint, engine: str, costs: HintCosts = HintCosts()) -> dict[str, Any]:
+def render(hint: Hint, engine: str, costs: HintCosts) -> dict[str, Any]:
     """The hint as ``engine``'s request fields; a ``ValueError`` names the known engines."""
     fn = _RENDER.get(str(engine).lower())
     if fn is None:

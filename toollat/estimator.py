@@ -7,12 +7,16 @@ scikit-learn style:
 from toollat import ToolLatencyModel
 m = ToolLatencyModel(target="wall", tools={"families": ["shell", "search"]})   # hyper-parameters only
 m.fit(train_calls)                  # learns the feature pipeline, the model, the baselines, human waits
+m.fit(train_calls, executor=DaskExecutor(client))   # the same fit on a Dask cluster (toollat.distributed)
 m.predict(test_calls)               # pure: a DataFrame pred_p10_ms .. pred_p99_ms, pred_p_long
 m.save("models/mine"); ToolLatencyModel.load("models/mine")
 ```
 
 The constructor stores its arguments untouched (``get_params``); everything ``fit`` learns ends
-in ``_``. ``predict`` treats every call as unseen (each session replayed from an empty history)
+in ``_`` and is set in one place (``_set_fitted``), for a fit on either executor and for ``load``.
+``fit`` is one plan whatever runs it (``toollat.executor``): survey each partition of the calls,
+merge, finalize the feature pipeline, featurize each partition, fit the model on the rows (where
+they are held) and the baselines on their narrow table. ``predict`` treats every call as unseen (each session replayed from an empty history)
 and never changes the model. Calls outside the tool scope get the per-tool median baseline.
 
 Save/load: the bundle (``toollat.bundle``) holds the constructor parameters and the fitted state
@@ -35,15 +39,18 @@ import numpy as np
 import pandas as pd
 
 from toollat import bundle as bundle_io
+from toollat.core.hashing import code, session_hash
+from toollat.core.timeline import human_waits
+from toollat.core.units import (LEVELS, LONG_MS, P_LONG_COLUMN, TARGETS, check_levels, p_exceeds, prediction_columns,
+                                target_ms, to_log10_s, to_ms)
 from toollat.features.embed import Embedder
-from toollat.features.pipeline import FeatureConfig, FeaturePipeline
-from toollat.features.text import code
+from toollat.features.pipeline import FeatureConfig, FeaturePipeline, Survey
+from toollat.features.text import command_key
 from toollat.hints import HintCosts
 from toollat.models import MODELS, LatencyModel, Prediction, build, build_baselines
+from toollat.models.base import Rows
 from toollat.models.bounds import DurationBounds
 from toollat.online import OnlineConfig
-from toollat.units import (LEVELS, LONG_MS, P_LONG_COLUMN, TARGETS, check_levels, history_ms, p_exceeds,
-                           prediction_columns, target_ms, to_log10_s, to_ms)
 
 MODEL = "toollat"
 BASELINE_ORDER = ("per_tool_median", "per_command_mean", "global_median")
@@ -83,28 +90,52 @@ def in_scope(df: pd.DataFrame, tools: dict[str, Any] | None) -> np.ndarray:
     return mask
 
 
-def human_gap_distribution(df: pd.DataFrame, levels=LEVELS, min_n: int = 20) -> dict[str, Any] | None:
-    """Quantiles (ms) of the waits before human turns (``simulation.gaps`` definition), overall
-    and per agent with at least ``min_n`` of them; None if the data has fewer than ``min_n``."""
-    from toollat.simulation import build_gaps
-
-    frame = build_gaps(df).frame
-    human = frame[frame["kind"] == "human"]
+def human_gap_distribution(human: pd.DataFrame, levels=LEVELS, min_n: int = 20) -> dict[str, Any] | None:
+    """Quantiles (ms) of the waits before human turns (``human_waits_by_agent``), overall and per
+    agent with at least ``min_n`` of them; None if there are fewer than ``min_n``."""
     if len(human) < min_n:
         return None
-    agents = df.drop_duplicates("session_id").set_index("session_id")["agent"]
-    agent = human["session_id"].map(agents)
     out = {"levels": list(levels), "n": int(len(human)),
            "ms": {"*": [float(v) * 1000.0 for v in np.quantile(human["gap_s"], levels)]}}
-    for a, g in human.groupby(agent):
+    for a, g in human.groupby("agent"):
         if len(g) >= min_n:
             out["ms"][str(a)] = [float(v) * 1000.0 for v in np.quantile(g["gap_s"], levels)]
     return out
 
 
+def human_waits_by_agent(calls: pd.DataFrame) -> pd.DataFrame:
+    """``core.timeline.human_waits`` of a calls table with each session's agent: ``gap_s``, ``agent``."""
+    human = human_waits(calls)
+    agents = calls.drop_duplicates("session_id").set_index("session_id")["agent"]
+    return pd.DataFrame({"gap_s": human["gap_s"].to_numpy(dtype=np.float64),
+                         "agent": human["session_id"].map(agents).to_numpy()})
+
+
 def session_hashes(sessions) -> np.ndarray:
     """63-bit hashes of session ids (what a bundle keeps of its training sessions)."""
-    return np.unique(np.array([code(str(s)) for s in pd.unique(pd.Series(sessions))], dtype=np.uint64))
+    return np.unique(np.array([session_hash(s) for s in pd.unique(pd.Series(sessions))], dtype=np.uint64))
+
+
+# -- the fit's steps on a partition of the training calls (toollat.executor runs them) ------------
+def _survey(part: pd.DataFrame, pipeline: FeaturePipeline, progress: bool = False) -> dict[str, Any]:
+    """What the whole fit needs of a partition before any feature row: the pipeline's survey, the
+    training sessions, the human waits."""
+    return {"features": pipeline.survey(part, progress), "sessions": session_hashes(part["session_id"]),
+            "human": human_waits_by_agent(part)}
+
+
+def _rows(part: pd.DataFrame, pipeline: FeaturePipeline, folds, tools, target: str, progress: bool = False) -> Rows:
+    """A partition's training rows: its in-scope calls with a known target, featurized (memory out of fold)."""
+    X = pipeline.transform(part, progress, folds)
+    y = target_ms(part, target)
+    keep = in_scope(part, tools) & ~np.isnan(y)
+    sub = part[keep]
+    sessions = sub["session_id"].tolist()
+    return Rows(X[keep], to_log10_s(y[keep]), sub["tool_name"].astype(str).to_numpy(dtype=object),
+                sub["tool_family"].astype(str).to_numpy(dtype=object),
+                np.array([command_key(t, a) for t, a in zip(sub["tool_name"], sub["args"])], dtype=np.uint64),
+                np.array([session_hash(s) for s in sessions], dtype=np.uint64),
+                np.array([code(f"{s}\x1f{q}") for s, q in zip(sessions, sub["seq"].tolist())], dtype=np.uint64))
 
 
 class ToolLatencyModel:
@@ -190,32 +221,66 @@ class ToolLatencyModel:
         return self.embedder
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, calls: pd.DataFrame, progress: bool = False) -> "ToolLatencyModel":
-        """Learn from a canonical calls table. Features see every call (the session context
-        needs them); the model and baselines learn the in-scope calls with a known target."""
-        levels, fcfg, spec, _ = self._checked()
+    def fit(self, calls, executor=None, progress: bool = False) -> "ToolLatencyModel":
+        """Learn from a canonical calls table (pandas; on a Dask executor also a Dask DataFrame whose
+        partitions hold whole sessions). Features see every call (the session context needs
+        them); the model and baselines learn the in-scope calls with a known target.
+        ``executor``: where the steps run (``toollat.executor``; default this process)."""
+        levels, _, spec, _ = self._checked()
         started = time.perf_counter()
-        pipeline = FeaturePipeline(fcfg, self._embedder(fcfg) if fcfg.uses_text else None, target=self.target)
-        X = pipeline.fit_transform(calls, to_log10_s(history_ms(calls, self.target)), progress=progress)
+        pipeline, data, sessions, human = self.training_rows(calls, executor, progress)
         seconds_features = time.perf_counter() - started
-        y = target_ms(calls, self.target)
-        rows = in_scope(calls, self.tools) & ~np.isnan(y)
-        if rows.sum() < MIN_TRAIN_CALLS:
-            raise ValueError(f"only {int(rows.sum())} training calls in scope {self.tools} with a known "
+        if data.n < MIN_TRAIN_CALLS:
+            raise ValueError(f"only {data.n} training calls in scope {self.tools} with a known "
                              f"{self.target} latency: too few to train on (at least {MIN_TRAIN_CALLS})")
-        sub, Xs, ys = calls[rows].reset_index(drop=True), X[rows], to_log10_s(y[rows])
         t = time.perf_counter()
+        model = build(spec, levels, threads=self.threads, seed=self.seed).fit(data)
+        narrow = data.narrow()
+        baselines = {n: b.fit(narrow, None, narrow["y"].to_numpy(), pipeline.names)
+                     for n, b in build_baselines(levels, self.target).items()}
+        return self._set_fitted(pipeline, model, baselines, human_gap_distribution(human, levels), sessions, data.n,
+                                {"seconds_features": seconds_features, "seconds_fit": time.perf_counter() - t}, {})
+
+    def training_rows(self, calls, executor=None, progress: bool = False):
+        """The fit's first part: the fitted feature pipeline and the training rows, held where the
+        executor holds them (``models.base.TrainingData``), with the training sessions' hashes and
+        the human waits. ``fit`` goes on from here."""
+        from toollat.executor import LocalExecutor
+
+        _, fcfg, _, _ = self._checked()
+        ex = executor if executor is not None else LocalExecutor()
+        pipeline = FeaturePipeline(fcfg, self._embedder(fcfg) if fcfg.uses_text else None, target=self.target)
+        if ex.remote and hasattr(pipeline.embedder, "flush"):
+            pipeline.embedder.flush()  # what this process encoded reaches the disk cache the workers read
+        parts = ex.partition(calls, pipeline.partition_keys)
+        surveys = ex.gather(ex.map(_survey, parts, ex.share(pipeline), progress=progress))
+        folds = pipeline.finalize(Survey.merge([s["features"] for s in surveys]))
+        sessions = np.unique(np.concatenate([s["sessions"] for s in surveys]))
+        human = pd.concat([s["human"] for s in surveys], ignore_index=True)
+        del surveys
+        data = ex.training_data(ex.map(_rows, parts, ex.share(pipeline), ex.share(folds), self.tools, self.target,
+                                       progress=progress), pipeline.names)
+        return pipeline, data, sessions, human
+
+    def _set_fitted(self, pipeline: FeaturePipeline, model: LatencyModel, baselines: dict[str, LatencyModel],
+                    human_gaps: dict[str, Any] | None, sessions: np.ndarray, n_train_calls: int,
+                    timings: dict[str, float], card: dict[str, Any]) -> "ToolLatencyModel":
+        """The fitted state, from a fit (on any executor) or a bundle: the one place that sets it."""
+        if set(baselines) != set(BASELINE_ORDER):
+            raise ValueError(f"baselines {sorted(baselines)} (expected {sorted(BASELINE_ORDER)})")
+        sessions = np.asarray(sessions)
+        if sessions.dtype != np.uint64 or sessions.ndim != 1:
+            raise ValueError("training sessions are not a vector of uint64 hashes")
         self.pipeline_ = pipeline
         self.bounds_ = DurationBounds.from_dict(self.bounds)
-        self.model_: LatencyModel = build(spec, levels, threads=self.threads, seed=self.seed).fit(sub, Xs, ys, pipeline.names)
-        self.baselines_: dict[str, LatencyModel] = {n: b.fit(sub, None, ys, pipeline.names)
-                                                    for n, b in build_baselines(levels, self.target).items()}
-        self.human_gaps_ = human_gap_distribution(calls, levels)
-        self.train_sessions_ = session_hashes(calls["session_id"])
-        self.n_train_calls_ = int(rows.sum())
+        self.model_ = model
+        self.baselines_ = baselines
+        self.human_gaps_ = human_gaps
+        self.train_sessions_ = sessions
+        self.n_train_calls_ = int(n_train_calls)
         self.feature_names_ = list(pipeline.names)
-        self.timings_ = {"seconds_features": seconds_features, "seconds_fit": time.perf_counter() - t}
-        self.card_: dict[str, Any] = {}
+        self.timings_ = timings
+        self.card_ = card
         return self
 
     def _require_fitted(self) -> None:
@@ -288,7 +353,7 @@ class ToolLatencyModel:
     def seen_sessions(self, calls: pd.DataFrame) -> np.ndarray:
         """True for calls whose session the model trained on."""
         self._require_fitted()
-        h = np.array([code(str(s)) for s in calls["session_id"]], dtype=np.uint64)
+        h = np.array([session_hash(s) for s in calls["session_id"]], dtype=np.uint64)
         return np.isin(h, self.train_sessions_)
 
     # -- save / load ----------------------------------------------------------------------------
@@ -323,30 +388,22 @@ class ToolLatencyModel:
             raise bundle_io.BundleError(f"{path}: card params are not ToolLatencyModel parameters")
         m = cls(**params, embedder=embedder)
         try:
-            levels, fcfg, _, _ = m._checked()
+            _, fcfg, _, _ = m._checked()
             state = card["state"]
             if fcfg.uses_text and fcfg.embedder == "minilm" and m.embedder is None:
                 m._embedder()
-            m.pipeline_ = FeaturePipeline.load(path, m.embedder, target=m.target)
-            m.bounds_ = DurationBounds.from_dict(m.bounds)
-            m.model_ = MODELS[state["model"]["kind"]].load(path, "model", state["model"]["state"])
-            m.baselines_ = {n: MODELS[b["kind"]].load(path, n, b["state"]) for n, b in state["baselines"].items()}
-            if set(m.baselines_) != set(BASELINE_ORDER):
-                raise ValueError(f"baselines {sorted(m.baselines_)} (expected {sorted(BASELINE_ORDER)})")
-            m.train_sessions_ = np.load(bundle_io.member(path, state["sessions"]), allow_pickle=False)
-            if m.train_sessions_.dtype != np.uint64 or m.train_sessions_.ndim != 1:
-                raise ValueError("sessions.npy is not a vector of uint64 hashes")
-            m.human_gaps_ = state.get("human_gaps")
-            m.n_train_calls_ = int(state["n_train_calls"])
-            m.feature_names_ = list(state["feature_names"])
-            if m.feature_names_ != m.pipeline_.names:
+            pipeline = FeaturePipeline.load(path, m.embedder, target=m.target)
+            if list(state["feature_names"]) != pipeline.names:
                 raise ValueError("feature names in the card do not match the pipeline")
-            m.timings_ = card.get("timings", {})
+            m._set_fitted(pipeline, MODELS[state["model"]["kind"]].load(path, "model", state["model"]["state"]),
+                          {n: MODELS[b["kind"]].load(path, n, b["state"]) for n, b in state["baselines"].items()},
+                          state.get("human_gaps"),
+                          np.load(bundle_io.member(path, state["sessions"]), allow_pickle=False),
+                          int(state["n_train_calls"]), card.get("timings", {}), card)
         except bundle_io.BundleError:
             raise
         except Exception as e:  # a foreign or damaged bundle: say so, run nothing
             raise bundle_io.BundleError(f"{path}: cannot read bundle contents ({type(e).__name__}: {e})") from None
-        m.card_ = card
         return m
 
     def __repr__(self) -> str:
@@ -354,4 +411,5 @@ class ToolLatencyModel:
         return f"ToolLatencyModel(name={self.name!r}, target={self.target!r}, tools={self.tools!r}, {fitted})"
 
 
-__all__ = ["ToolLatencyModel", "NotFittedError", "in_scope", "human_gap_distribution", "MODEL", "BASELINE_ORDER"]
+__all__ = ["ToolLatencyModel", "NotFittedError", "in_scope", "human_gap_distribution", "human_waits_by_agent", "MODEL",
+           "BASELINE_ORDER"]

@@ -31,6 +31,8 @@ from typing import Literal
 
 import numpy as np
 
+from toollat.engines import render
+
 Action = Literal["keep", "offload", "drop"]
 ACTIONS: tuple[Action, ...] = ("keep", "offload", "drop")
 
@@ -56,14 +58,7 @@ class Hint:
     def for_engine(self, engine: str, costs: HintCosts | None = None) -> dict:
         """This hint in a serving engine's own request fields ("vllm", "sglang", "trtllm",
         "mooncake", "dynamo"); shapes and sources in ``toollat.engines``."""
-        from toollat.engines import render  # engines imports this module
         return render(self, engine, costs or HintCosts())
-
-
-def decide(levels, values_ms, costs: HintCosts = HintCosts()) -> Hint:
-    """The hint for one gap, from its predicted quantiles (levels in (0,1), values in ms, ascending)."""
-    actions, ttl, then = decide_plans(levels, np.asarray(values_ms, dtype=np.float64)[None, :], costs)
-    return Hint(actions[0], float(ttl[0]), then[0])
 
 
 def _plan_costs(levels, values_ms: np.ndarray, costs: HintCosts) -> tuple[np.ndarray, np.ndarray]:

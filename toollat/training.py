@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     make_model()._checked()  # bad hyper-parameters fail before any data is read
     ml = cfg["mlflow"]
     with Tracker(ml["enabled"], ml["tracking_uri"], ml["artifact_root"], ml["experiment"],
-                 run_name=f"{cfg['name']}-{cfg['model']['kind']}") as tracker:
+                 run_name=f"{cfg['name']}-{cfg['model']['kind']}") as tracker, ExitStack() as stack:
         source = data_sources.resolve(cfg["data"]["kind"], cfg["data"].get("paths"))
         console.print(f"[bold]data:[/bold] {source.reason}")
         df, ingest_report = data_sources.load(source, redact=cfg["data"].get("redact", True), progress=progress,
@@ -110,13 +111,14 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
 
         split = cfg["split"]
         cluster = cfg.get("cluster") or {"kind": "none"}
-        if cluster["kind"] == "dask":  # features and boosters on a Dask cluster (toollat/distributed.py)
-            from toollat.distributed import fit_on_cluster, held_out_on_cluster
+        executor = None  # this process; on a Dask cluster the same fits run on its workers (toollat/distributed.py)
+        if cluster["kind"] == "dask":
+            from toollat.distributed import cluster_executor
 
-            console.print(f"[bold]cluster:[/bold] dask at {cluster.get('address', 'local')}")
-            fitted, held, (calls, y_ms, preds) = held_out_on_cluster(df, make_model, split["test_fraction"], cfg.get("seed", 0), cluster)
-        else:
-            fitted, held, (calls, y_ms, preds) = score_held_out(df, make_model, split["test_fraction"], cfg.get("seed", 0), progress)
+            console.print(f"[bold]cluster:[/bold] dask at {cluster['address']}")
+            executor = stack.enter_context(cluster_executor(cluster))
+        fitted, held, (calls, y_ms, preds) = score_held_out(df, make_model, split["test_fraction"], cfg.get("seed", 0),
+                                                            progress, executor=executor)
         timings = dict(fitted.timings_)
         console.print(metrics_table("held-out sessions", held))
         if run_dir is not None:
@@ -130,14 +132,14 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
             def said(src: str, m: dict[str, Any]) -> None:
                 console.print(f"  held out {src}: toollat mae {m[MODEL]['mae_log10']:.3f} "
                               f"vs per_tool_median {m['per_tool_median']['mae_log10']:.3f} (n={m[MODEL]['n']:,})")
-            loso = leave_one_source_out(df, make_model, said)
+            loso = leave_one_source_out(df, make_model, said, executor=executor)
             if loso:
                 console.print(metrics_table("leave one source out (pooled)", loso))
 
         export = fitted
         if split.get("refit_full"):
             console.print("refitting on every call for export")
-            export = fit_on_cluster(make_model(), df, cluster) if cluster["kind"] == "dask" else make_model().fit(df, progress=progress)
+            export = make_model().fit(df, executor=executor, progress=progress)
         timings["seconds_total"] = time.perf_counter() - started
 
         for name, m in held["models"].items():

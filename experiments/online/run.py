@@ -11,8 +11,8 @@ from pathlib import Path
 
 from toollat.config import compose
 from toollat.estimator import MODEL, ToolLatencyModel
-from toollat.evaluation.evaluate import pool_predictions, report
-from toollat.evaluation.online import prequential_scored
+from toollat.evaluation.report import pool_predictions, report
+from toollat.evaluation.prequential import prequential_scored
 from toollat.evaluation.splits import session_test_mask, source_masks
 from toollat.features.embed import Embedder
 from toollat.ingest import load_calls

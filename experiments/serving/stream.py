@@ -32,7 +32,7 @@ def child(model: str, out: str) -> None:
     import numpy as np
 
     from toollat.evaluation.splits import session_test_mask
-    from toollat.features.calls import calls_from_frame
+    from toollat.core.call import calls_from_frame
     from toollat.ingest import load_calls
     from toollat.paths import corpus_dir
 

@@ -22,7 +22,7 @@ N_SIM = 1000     # texts whose pairwise cosines are compared
 
 
 def call_texts() -> list[str]:
-    from toollat.features.calls import calls_from_frame
+    from toollat.core.call import calls_from_frame
     from toollat.features.text import embed_text
     from toollat.ingest import ingest
     from toollat.paths import corpus_dir

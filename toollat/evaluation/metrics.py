@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import average_precision_score, mean_pinball_loss
 
-from toollat.units import LOG2, LONG_MS, to_log10_s
+from toollat.core.units import LOG2, LONG_MS, to_log10_s
 
 METRICS: tuple[str, ...] = (
     "mae_log10", "medae_log10", "within_2x", "spearman", "kendall", "pinball_p50", "pinball_p90",

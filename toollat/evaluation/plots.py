@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from toollat.models import Prediction  # noqa: E402
-from toollat.units import LOG2, LONG_MS, to_log10_s  # noqa: E402
+from toollat.core.units import LOG2, LONG_MS, to_log10_s  # noqa: E402
 
 
 def predicted_vs_actual(y_ms: np.ndarray, pred: Prediction, title: str = "toollat"):

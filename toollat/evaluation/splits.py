@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from toollat.features.text import code
+from toollat.core.hashing import code
 
 
 def session_test_mask(sessions: pd.Series, test_fraction: float, seed: int = 0) -> np.ndarray:

@@ -15,9 +15,9 @@ import math
 
 from toollat.budget import (DEFAULT_SESSION_BYTES, DICT_SLOT, FLOAT, ODICT_SLOT, TUPLE2, keys_bytes, str_bytes,
                             tuple_bytes)
-from toollat.units import LONG_Y, to_log
+from toollat.core.units import LONG_Y, to_log
 
-from .calls import Call
+from toollat.core.call import Call
 
 NAN = float("nan")
 # Per-session bounds, so a long or never-observed session cannot grow without limit (the

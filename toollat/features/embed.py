@@ -35,7 +35,7 @@ import numpy as np
 
 from toollat.budget import NDARRAY, ODICT_SLOT
 
-from .text import digest
+from toollat.core.hashing import digest
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
@@ -76,6 +76,12 @@ class Embedder:
         self.encoded = 0  # texts encoded by the model (cache misses), for reports
         self.dropped_shards = 0  # unreadable shards removed, for reports
         atexit.register(self._flush_at_exit)
+
+    def __reduce__(self):
+        # Shipped to another process (a Dask worker) as its cache directory: there it is that
+        # process's one Embedder of the cache (one thread), reading the vectors this one flushed.
+        root = self.cache_dir.parent.parent if self.cache_dir is not None else None
+        return (in_process, (root,))
 
     # -- model ------------------------------------------------------------------------------
     def model(self):
@@ -287,6 +293,17 @@ class Embedder:
                 yield idx, model.encode([texts[i] for i in idx], batch_size=self.batch_size,
                                         convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
                 bar.update(task, advance=len(idx))
+
+
+_IN_PROCESS: dict = {}
+
+
+def in_process(cache_dir: Path | None) -> Embedder:
+    """This process's Embedder of ``cache_dir`` (one thread), made on first use."""
+    key = str(cache_dir)
+    if key not in _IN_PROCESS:
+        _IN_PROCESS[key] = Embedder(cache_dir, threads=1)
+    return _IN_PROCESS[key]
 
 
 def _remove(path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toollat.units import LONG_Y
+from toollat.core.units import LONG_Y
 
 MEMORY_FEATURES: tuple[str, ...] = (
     "m_sim1", "m_y1", "m_n1", "m_exact_n", "m_exact_y", "m_knn_y", "m_knn_std", "m_knn_long", "m_knn_sim",

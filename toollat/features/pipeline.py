@@ -13,6 +13,20 @@ at fit (unknown -> 0), so a saved pipeline holds numbers only. Training rows get
 out of fold (sessions split into folds; a row's neighbours come from other folds' sessions), as
 a held-out call would. ``transform`` treats every call as unseen; ``online_row`` serves one call
 against a live ``SessionHistory``.
+
+Fitting is four steps, so that one process and a cluster run the same code
+(``ToolLatencyModel.fit(calls, executor=...)``):
+
+1. ``survey(part)`` on each partition of the training calls (partitions hold whole sessions, or
+   whole projects with ``project``: ``partition_keys``): the vocabularies' hash counts and, with
+   text features, the partition's unique texts, their embeddings and per row its text, history
+   target and out-of-fold fold.
+2. ``Survey.merge(surveys)``: counts summed, texts united.
+3. ``finalize(survey)``: vocabularies (most frequent first, ties by hash), the PCA of the united
+   texts' vectors, the neighbour memory and one memory per out-of-fold fold (``FoldMemories``,
+   the training rows' memory; not saved). Rows are taken in a canonical order (text, target),
+   so the statistics are the same sums whatever the partitions were.
+4. ``transform(part, folds)`` on each partition: its feature rows, memory out of fold.
 """
 from __future__ import annotations
 
@@ -28,14 +42,16 @@ import numpy as np
 import pandas as pd
 
 from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
-from toollat.units import history_ms
+from toollat.core.call import MAX_ARG_CHARS, Call, bound_args, calls_from_frame, table_projects
+from toollat.core.hashing import code, digest, session_fold
+from toollat.core.timeline import EMIT, events, in_emission_order, visible_ms
+from toollat.core.units import history_ms, to_log10_s
 
 from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
-from .calls import MAX_ARG_CHARS, Call, bound_args, calls_from_frame
 from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
-from .text import code, digest, embed_text, exact_key
+from .text import embed_text, exact_key
 
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
 
@@ -75,10 +91,17 @@ class Vocab:
         self.hashes = list(hashes or [])
         self.index = {h: i + 1 for i, h in enumerate(self.hashes)}
 
+    @staticmethod
+    def count(values) -> pd.Series:
+        """Hash -> how often, of the non-empty strings among ``values`` (a survey's part)."""
+        return pd.Series([code(v) for v in values if v], dtype="uint64").value_counts()
+
     @classmethod
-    def fit(cls, values: list[str | None], min_count: int, max_size: int) -> "Vocab":
-        counts = pd.Series([code(v) for v in values if v]).value_counts()
-        keep = counts[counts >= min_count].index[:max_size]
+    def from_counts(cls, counts: pd.Series, min_count: int, max_size: int) -> "Vocab":
+        """The ``max_size`` most frequent hashes seen at least ``min_count`` times (ties: smaller hash first)."""
+        total = counts.groupby(level=0).sum() if len(counts) else counts
+        total = total.sort_values(ascending=False, kind="stable")
+        keep = total[total >= min_count].index[:max_size]
         return cls([int(h) for h in keep])
 
     def encode(self, value: str | None) -> float:
@@ -101,6 +124,41 @@ def _keys(call: Call, cats: dict[str, str]) -> HistoryKeys:
     sub = cats.get("c_subcommand")
     return HistoryKeys(("tool", call.tool), ("fam", call.family), ("prog", prog) if prog else None,
                        ("sub", sub) if sub else None, ("cmd", exact_key(call.tool, call.args)))
+
+
+@dataclass
+class Survey:
+    """What fitting the pipeline needs of some training calls (step 1 of the module docstring).
+
+    ``counts``: vocabulary name -> hash counts. With text features: ``texts`` (sorted, unique)
+    and their ``vecs``; per row ``text_idx`` (into ``texts``), ``y`` (the history target, log10
+    s) and ``fold`` (its session's out-of-fold memory fold)."""
+
+    counts: dict[str, pd.Series]
+    texts: np.ndarray | None = None
+    vecs: np.ndarray | None = None
+    text_idx: np.ndarray | None = None
+    y: np.ndarray | None = None
+    fold: np.ndarray | None = None
+
+    @classmethod
+    def merge(cls, surveys: list["Survey"]) -> "Survey":
+        """One survey of all the partitions' calls (step 2)."""
+        counts = {n: pd.concat([s.counts[n] for s in surveys]) for n in surveys[0].counts}
+        if surveys[0].texts is None:
+            return cls(counts)
+        texts = np.unique(np.concatenate([s.texts for s in surveys]))
+        vecs = np.zeros((len(texts), surveys[0].vecs.shape[1]), dtype=surveys[0].vecs.dtype)
+        text_idx = []
+        for s in surveys:
+            where = np.searchsorted(texts, s.texts)
+            vecs[where] = s.vecs
+            text_idx.append(where[s.text_idx])
+        return cls(counts, texts, vecs, np.concatenate(text_idx), np.concatenate([s.y for s in surveys]),
+                   np.concatenate([s.fold for s in surveys]))
+
+
+FoldMemories = list   # one NeighborMemory per out-of-fold fold: the memory training rows read
 
 
 class FeaturePipeline:
@@ -169,34 +227,57 @@ class FeaturePipeline:
         p = self._project(vecs, d)
         return (p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
-    # -- batch --------------------------------------------------------------------------------
-    def fit_transform(self, df: pd.DataFrame, y: np.ndarray, progress: bool = False) -> np.ndarray:
-        """Learn vocabularies, PCA and memory from training rows; their features (memory out of fold)."""
-        calls = calls_from_frame(df, self.config.max_arg_chars)
-        parsed = [self._args(c) for c in calls]
+    # -- fitting (module docstring) ---------------------------------------------------------
+    def partition_keys(self, df: pd.DataFrame) -> np.ndarray:
+        """What a partition of training calls must hold whole: sessions (the session context
+        replays each alone), or projects with ``project`` features (the project history
+        replays a project's sessions together)."""
+        if self.config.project:
+            return np.array([p or "" for p in table_projects(df)], dtype=object)
+        return df["session_id"].to_numpy()
+
+    def survey(self, df: pd.DataFrame, progress: bool = False) -> Survey:
+        """Step 1 for a partition of training calls."""
         c = self.config
-        name_cols = list(zip(*[self._name_strings(x) for x in calls]))
-        self.vocabs = {n: Vocab.fit(list(col), c.min_category_count, c.max_categories) for n, col in zip(NAME_CATS, name_cols)}
+        calls = calls_from_frame(df, c.max_arg_chars)
+        strings = dict(zip(NAME_CATS, zip(*[self._name_strings(x) for x in calls]))) if calls else {n: () for n in NAME_CATS}
         if c.args:
-            for n in ARG_CATS:
-                self.vocabs[n] = Vocab.fit([p[1].get(n) for p in parsed], c.min_category_count, c.max_categories)
-        static = np.array([self._encode_static(x, *p) for x, p in zip(calls, parsed)], dtype=np.float64)
-        blocks = [static]
+            parsed = [self._args(x) for x in calls]
+            strings.update({n: [p[1].get(n) for p in parsed] for n in ARG_CATS})
+        out = Survey({n: Vocab.count(v) for n, v in strings.items()})
         if c.uses_text:
             texts, text_idx = np.unique([embed_text(x.tool, x.args) for x in calls], return_inverse=True)
-            vecs = self._embed(list(texts), progress)
+            out.texts, out.text_idx = texts, text_idx.reshape(-1)
+            out.vecs = self._embed(list(texts), progress) if len(texts) else np.zeros((0, 0), np.float32)
+            out.y = to_log10_s(history_ms(df, self.target))
+            out.fold = session_fold(df["session_id"], c.oof_folds)
+        return out
+
+    def finalize(self, survey: Survey) -> FoldMemories:
+        """Step 3: learn the vocabularies, the PCA and the memory; the out-of-fold memories."""
+        c = self.config
+        self.vocabs = {n: Vocab.from_counts(survey.counts[n], c.min_category_count, c.max_categories)
+                       for n in self.categorical}
+        folds: FoldMemories = []
+        if c.uses_text:
+            vecs = survey.vecs
             self.pca_mean = vecs.mean(axis=0)
             _, _, vt = np.linalg.svd(vecs - self.pca_mean, full_matrices=False)
             self.pca_components = vt[: max(c.pca_dims, c.memory_dims)].astype(np.float32)
-            if c.embeddings:
-                blocks.append(self._project(vecs, c.pca_dims)[text_idx])
             if c.memory:
+                order = np.lexsort((survey.y, survey.text_idx))   # the same sums in any partitioning
+                idx, y, fold = survey.text_idx[order], survey.y[order], survey.fold[order]
                 mvecs = self._memory_vectors(vecs)
-                self.memory = NeighborMemory.build(mvecs, text_idx, y, c.knn_k, c.knn_temperature)
-                blocks.append(self._oof_memory(mvecs, text_idx, y, df["session_id"].to_numpy()))
-        if c.context or c.project:
-            blocks += self._replay(df, calls, parsed, self._expected(blocks))
-        return np.hstack(blocks).astype(np.float32)
+                self.memory = NeighborMemory.build(mvecs, idx, y, c.knn_k, c.knn_temperature)
+                for f in range(c.oof_folds):
+                    out = fold != f
+                    folds.append(NeighborMemory.build(mvecs, idx[out], y[out], c.knn_k, c.knn_temperature))
+        return folds
+
+    def fit_transform(self, df: pd.DataFrame, progress: bool = False) -> np.ndarray:
+        """``finalize(survey(df))`` then ``transform(df, folds)``: the whole fit in one partition."""
+        folds = self.finalize(Survey.merge([self.survey(df, progress)]))
+        return self.transform(df, progress, folds)
 
     def _expected(self, blocks: list[np.ndarray]) -> np.ndarray | None:
         """Each call's memory estimate (m_knn_y), which history residuals are measured against."""
@@ -204,32 +285,32 @@ class FeaturePipeline:
             return None
         return blocks[-1][:, MEMORY_FEATURES.index("m_knn_y")]
 
-    def _oof_memory(self, mvecs: np.ndarray, text_idx: np.ndarray, y: np.ndarray, sessions: np.ndarray) -> np.ndarray:
-        c = self.config
-        fold = np.array([code(str(s)) % c.oof_folds for s in sessions])
-        out = np.empty((len(y), len(MEMORY_FEATURES)))
-        for f in range(c.oof_folds):
-            inside = fold == f
-            if not inside.any():
-                continue
-            mem = NeighborMemory.build(mvecs, text_idx[~inside], y[~inside], c.knn_k, c.knn_temperature)
-            uniq, inv = np.unique(text_idx[inside], return_inverse=True)
-            out[inside] = mem.query(mvecs[uniq])[inv]
-        return out
-
-    def transform(self, df: pd.DataFrame, progress: bool = False) -> np.ndarray:
-        """Features of calls the pipeline never saw (each session replayed from empty)."""
+    def transform(self, df: pd.DataFrame, progress: bool = False, folds: FoldMemories | None = None) -> np.ndarray:
+        """Features of calls, each session replayed from empty. Calls the pipeline never saw get
+        the fitted memory; training calls (``folds`` from ``finalize``) their session's out-of-fold one."""
         calls = calls_from_frame(df, self.config.max_arg_chars)
         parsed = [self._args(c) for c in calls]
         c = self.config
         blocks = [np.array([self._encode_static(x, *p) for x, p in zip(calls, parsed)], dtype=np.float64).reshape(len(calls), -1)]
         if c.uses_text:
             texts, text_idx = np.unique([embed_text(x.tool, x.args) for x in calls], return_inverse=True)
+            text_idx = text_idx.reshape(-1)
             vecs = self._embed(list(texts), progress) if len(texts) else np.zeros((0, len(self.pca_mean)), np.float32)
             if c.embeddings:
                 blocks.append(self._project(vecs, c.pca_dims)[text_idx])
             if c.memory:
-                blocks.append(self.memory.query(self._memory_vectors(vecs))[text_idx])
+                mvecs = self._memory_vectors(vecs)
+                if folds:
+                    fold = session_fold(df["session_id"], c.oof_folds)
+                    mem = np.empty((len(calls), len(MEMORY_FEATURES)))
+                    for f, memory in enumerate(folds):
+                        inside = fold == f
+                        if inside.any():
+                            uniq, inv = np.unique(text_idx[inside], return_inverse=True)
+                            mem[inside] = memory.query(mvecs[uniq])[inv.reshape(-1)]
+                    blocks.append(mem)
+                else:
+                    blocks.append(self.memory.query(mvecs)[text_idx])
         if c.context or c.project:
             blocks += self._replay(df, calls, parsed, self._expected(blocks))
         return np.hstack(blocks).astype(np.float32)
@@ -237,26 +318,22 @@ class FeaturePipeline:
     def _replay(self, df: pd.DataFrame, calls: list[Call], parsed, expected: np.ndarray | None) -> list[np.ndarray]:
         """History blocks by replaying the calls in time order (see context.py): the session
         context (each session alone) and, with ``project``, the project history (every session
-        of a project together)."""
+        of a project together). Results become visible by ``core.timeline``'s rule."""
         n = len(calls)
-        wall = df["wall_ms"].to_numpy(dtype=np.float64)      # when a result arrives
-        seen = history_ms(df, self.target)                   # what it teaches the history
+        seen = history_ms(df, self.target)                   # what a result teaches the history
         err = df["is_error"].to_numpy(dtype=bool) if "is_error" in df else np.zeros(n, bool)
         emitted = np.array([x.emitted_ms for x in calls], dtype=np.float64)
-        result = emitted + wall
+        sessions = df["session_id"].to_numpy()
+        visible = visible_ms(sessions, df["parallel_group"], emitted, df["wall_ms"].to_numpy(dtype=np.float64))
         keys = [_keys(x, p[1]) for x, p in zip(calls, parsed)]
-        # A result becomes visible once it arrived and its whole parallel group was emitted.
-        frame = pd.DataFrame({"s": df["session_id"].to_numpy(), "g": df["parallel_group"].fillna("").to_numpy(), "e": emitted})
-        group_last = frame.groupby(["s", "g"], sort=False)["e"].transform("max").to_numpy()
-        visible = np.maximum(result, group_last)
         blocks = []
         if self.config.context:
             out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
-            for idx in _groups(frame["s"].to_numpy(), emitted):
+            for idx in in_emission_order(sessions, emitted):
                 hist = SessionHistory()
-                for t, kind, i in _events(idx, emitted, visible):
+                for t, kind, i in events(idx, emitted, visible):
                     call = calls[i]
-                    if kind == 0:
+                    if kind == EMIT:
                         out[i] = hist.features(call, keys[i], t)
                         hist.emit(call, keys[i], t, expected[i] if expected is not None else math.nan)
                     else:
@@ -266,10 +343,10 @@ class FeaturePipeline:
         if self.config.project:
             out = np.empty((n, len(PROJECT_FEATURES)), dtype=np.float64)
             projects = np.array([x.project or "" for x in calls], dtype=object)
-            for idx in _groups(projects, emitted):
+            for idx in in_emission_order(projects, emitted):
                 proj = ProjectHistory()
-                for t, kind, i in _events(idx, emitted, visible):
-                    if kind == 0:
+                for t, kind, i in events(idx, emitted, visible):
+                    if kind == EMIT:
                         out[i] = proj.features(keys[i])
                     else:
                         proj.observe(keys[i], seen[i], bool(err[i]))
@@ -390,22 +467,3 @@ class FeaturePipeline:
 def _cache_entry_bytes(key: bytes, hit: tuple[np.ndarray, tuple]) -> int:
     row, keys = hit
     return len(key) + 33 + TUPLE2 + NDARRAY + row.nbytes + keys_bytes(keys)
-
-
-def _groups(labels: np.ndarray, emitted: np.ndarray):
-    """Row indices of each label (a session, a project), in emission order."""
-    n = len(labels)
-    codes, _ = pd.factorize(pd.Series(labels))
-    order = np.lexsort((np.arange(n), emitted, codes))
-    sorted_codes = codes[order]
-    bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        yield order[a:b]
-
-
-def _events(idx: np.ndarray, emitted: np.ndarray, visible: np.ndarray) -> list[tuple[float, int, int]]:
-    """Emissions (0) and visible results (1) of these rows in time order; at equal times an
-    emission comes first, so a call never sees a result that arrives at its own instant."""
-    ev = [(emitted[i], 0, k, i) for k, i in enumerate(idx)] + [(visible[i], 1, k, i) for k, i in enumerate(idx)]
-    ev.sort()
-    return [(t, kind, i) for t, kind, _, i in ev]

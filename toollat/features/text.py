@@ -1,17 +1,21 @@
 """The text of a call: what it runs or touches, as one string.
 
 ``primary(tool, args)`` picks the argument that says what the call does (a shell command, a
-path, a pattern, a query, a prompt). ``exact_key`` identifies "the same call" for history and
-memory; ``embed_text`` is the normalized form given to the sentence embedding: long absolute
-paths are cut to their last two parts and ids/hex runs are masked, so the same command in
-another project, machine or session reads the same.
+path, a pattern, a query, a prompt). What counts as "the same" call is said here, once per
+use: ``exact_key`` (the same call, for the session history), ``command_key`` (the same
+command, for the per-command baseline); the feature cache keys the whole call
+(``FeaturePipeline.static_key``). ``embed_text`` is the normalized form given to the sentence
+embedding: long absolute paths are cut to their last two parts and ids/hex runs are masked, so
+the same command in another project, machine or session reads the same.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any
+
+from toollat.core.hashing import code
+
 
 SHELL_TOOLS = frozenset({
     "bash", "powershell", "exec_command", "shell", "local_shell", "container.exec", "shell_command",
@@ -72,8 +76,23 @@ def primary(tool: str, args: dict[str, Any] | None) -> str:
 
 
 def exact_key(tool: str, args: dict[str, Any] | None) -> str:
-    """Identity of 'the same call' (tool + its primary argument, whitespace-folded)."""
+    """Identity of 'the same call' (tool + its primary argument, whitespace-folded): what the
+    session history keeps statistics of (its ``cmd`` key)."""
     return tool + "\x1f" + _SPACE.sub(" ", primary(tool, args)).strip()[:2000]
+
+
+def command_key(tool: str, args: dict[str, Any] | str | None) -> int:
+    """Hash of 'the same command' as the ``per_command_mean`` baseline counts it (Continuum's
+    rule): the first shell word of a shell call, else the tool. ``args`` parsed or JSON text."""
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            args = None
+    cmd = shell_command(tool, args) if isinstance(args, dict) else None
+    if cmd and cmd.split():
+        return code("cmd\x1f" + tool + "\x1f" + cmd.split()[0])
+    return code("tool\x1f" + tool)
 
 
 def _short_path(m: re.Match) -> str:
@@ -88,13 +107,3 @@ def embed_text(tool: str, args: dict[str, Any] | None) -> str:
     body = _ID.sub("<id>", body)
     body = _SPACE.sub(" ", body).strip()
     return f"{tool}: {body}"[:MAX_TEXT]
-
-
-def digest(text: str) -> bytes:
-    """A 16-byte key for caches and numbers-only bundles."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-def code(text: str) -> int:
-    """A stable 63-bit integer for a string (vocabularies store these, never the string)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") >> 1

@@ -14,17 +14,16 @@ stored as hashes (tool names excepted), so a bundle holds no argument text.
 from __future__ import annotations
 
 import heapq
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from toollat.features.text import code, shell_command
-from toollat.ingest.families import tool_family
-
-from toollat.units import FLOOR_MS, history_ms
+from toollat.core.families import tool_family
+from toollat.core.time import epoch_ms
+from toollat.core.units import FLOOR_MS, history_ms
+from toollat.features.text import command_key
 
 from .base import LEVELS, LONG_Y, Prediction, monotone
 
@@ -88,10 +87,6 @@ class PerToolMedian:
         rows = np.array([self.row(t) for t in calls["tool_name"]], dtype=np.float64).reshape(len(calls), len(self.levels) + 1)
         return Prediction(self.levels, monotone(rows[:, :-1]), rows[:, -1])
 
-    def median_ms(self, tool: str) -> float:
-        """The tool's training median latency in ms (family, then all calls, as fallbacks)."""
-        return float(1000.0 * 10.0 ** self.row(tool)[self.levels.index(0.5)])
-
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:
         return {"min_calls": self.min_calls, "levels": list(self.levels), "by_tool": self.by_tool,
                 "by_family": self.by_family, "overall": self.overall}
@@ -101,19 +96,6 @@ class PerToolMedian:
         m = cls(state["min_calls"], tuple(state["levels"]))
         m.by_tool, m.by_family, m.overall = state["by_tool"], state["by_family"], state["overall"]
         return m
-
-
-def command_key(tool: str, args_json: str | None) -> int:
-    """Hash of the first shell word (shell calls) or of the tool name."""
-    if isinstance(args_json, str):
-        try:
-            args = json.loads(args_json)
-        except json.JSONDecodeError:
-            args = None
-        cmd = shell_command(tool, args) if isinstance(args, dict) else None
-        if cmd and cmd.split():
-            return code("cmd\x1f" + tool + "\x1f" + cmd.split()[0])
-    return code("tool\x1f" + tool)
 
 
 class PerCommandMean:
@@ -127,9 +109,10 @@ class PerCommandMean:
         self.tools = PerToolMedian(levels=self.levels)
 
     def fit(self, calls: pd.DataFrame, X, y, names) -> "PerCommandMean":
+        """``calls``: the rows' narrow table (``models.base.Rows.narrow``), with its ``command`` keys."""
         self.tools.fit(calls, X, y, names)
         seconds = 10.0 ** y
-        for k, s in zip((command_key(t, a) for t, a in zip(calls["tool_name"], calls["args"])), seconds):
+        for k, s in zip(calls["command"].tolist(), seconds):
             acc = self.sums.setdefault(k, [0.0, 0.0])
             acc[0] += 1
             acc[1] += s
@@ -139,7 +122,7 @@ class PerCommandMean:
         """Running means, updated by results in time order (see module docstring)."""
         base = self.tools.predict(calls)
         keys = [command_key(t, a) for t, a in zip(calls["tool_name"], calls["args"])]
-        emitted = calls["emitted_at"].astype("int64").to_numpy() if "emitted_at" in calls else np.arange(len(calls))
+        emitted = epoch_ms(calls["emitted_at"]) if "emitted_at" in calls else np.arange(len(calls), dtype=np.float64)
         # a result arrives after its wall time; what it teaches is the target's latency
         wall = calls["wall_ms"].to_numpy(dtype=np.float64) if "wall_ms" in calls else None
         seen = history_ms(calls, self.target) if wall is not None else None

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from .base import Prediction, monotone
+from .base import Prediction, TrainingData, monotone
 
 
 class Ensemble:
@@ -28,9 +28,9 @@ class Ensemble:
         self.weights = [w / total for w in weights]
         self.long_threshold = 0.5
 
-    def fit(self, calls: pd.DataFrame, X: np.ndarray, y: np.ndarray, names: list[str]) -> "Ensemble":
+    def fit(self, data: TrainingData) -> "Ensemble":
         for m in self.members:
-            m.fit(calls, X, y, names)
+            m.fit(data)
         self.long_threshold = float(sum(w * m.long_threshold for w, m in zip(self.weights, self.members)))
         return self
 

@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from toollat.features.memory import MEMORY_FEATURES
-
-from .base import LEVELS, LONG_Y, Prediction, monotone
+from .base import LEVELS, LONG_Y, Prediction, TrainingData, monotone
 from .lgbm import _best_f1_threshold
 
 
@@ -39,7 +37,9 @@ class NearestNeighbours:
         spread = np.maximum(np.nan_to_num(knn_std, nan=1.0) * self.spread_scale, self.min_spread)
         return center, spread, np.nan_to_num(knn_long)
 
-    def fit(self, calls: pd.DataFrame, X: np.ndarray, y: np.ndarray, names: list[str]) -> "NearestNeighbours":
+    def fit(self, data: TrainingData) -> "NearestNeighbours":
+        names = data.names
+        X, y = data.matrix()
         missing = [n for n in ("m_exact_y", "m_knn_y", "m_knn_std", "m_knn_long") if n not in names]
         if missing:
             raise ValueError(f"the knn model needs the memory features (features.memory=true); missing {missing}")

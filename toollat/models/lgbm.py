@@ -20,12 +20,10 @@ from typing import Any, ClassVar
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
 from toollat.bundle import member
-from toollat.features.text import code
 
-from .base import LEVELS, LONG_Y, Prediction, monotone
+from .base import LEVELS, LONG_Y, BoosterSpec, Prediction, TrainingData, monotone
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 300, "learning_rate": 0.06, "num_leaves": 63, "min_child_samples": 10,
@@ -66,34 +64,34 @@ class LightGBMQuantile:
         self._fast: _SingleRow | None = None
         self._shift_arrays: dict[str, np.ndarray] | None = None
 
-    # -- training -------------------------------------------------------------------------------
-    def _fit_boosters(self, X: np.ndarray, y: np.ndarray) -> tuple[list[lgb.Booster], lgb.Booster]:
+    # -- training ---------------------------------------------------------------------------------
+    def specs(self) -> list[BoosterSpec]:
+        """The boosters a fit trains: one quantile regressor per level, then the long classifier."""
         common = {"verbose": -1, "n_jobs": self.threads, "random_state": self.seed}
-        heads = []
-        for level in self.levels:
-            m = lgb.LGBMRegressor(objective="quantile", alpha=level, **self.params, **common)
-            m.fit(X, y, categorical_feature=self.categorical)
-            heads.append(m.booster_)
-        c = lgb.LGBMClassifier(**self.classifier, **common)
-        c.fit(X, (y >= LONG_Y).astype(int), categorical_feature=self.categorical)
-        return heads, c.booster_
+        heads = [BoosterSpec("regressor", {"objective": "quantile", "alpha": level, **self.params, **common})
+                 for level in self.levels]
+        return heads + [BoosterSpec("classifier", {**self.classifier, **common}, threshold=LONG_Y)]
 
-    def fit(self, calls: pd.DataFrame, X: np.ndarray, y: np.ndarray, names: list[str]) -> "LightGBMQuantile":
-        self.categorical = [i for i, n in enumerate(names) if n.startswith("c_")]
-        families = calls["tool_family"].to_numpy()
-        if self.calibration_folds >= 2:
-            fold = np.array([code(str(s)) % self.calibration_folds for s in calls["session_id"]])
-            oof_q = np.empty((len(y), len(self.levels)))
-            oof_p = np.empty(len(y))
-            for f in range(self.calibration_folds):
-                inside = fold == f
-                if not inside.any() or inside.all():
-                    continue
-                heads, clf = self._fit_boosters(X[~inside], y[~inside])
-                oof_q[inside] = monotone(np.column_stack([h.predict(X[inside]) for h in heads]))
-                oof_p[inside] = clf.predict(X[inside])
-            self._calibrate(oof_q, oof_p, y, families)
-        self.heads, self.long = self._fit_boosters(X, y)
+    def fit(self, data: TrainingData) -> "LightGBMQuantile":
+        """Calibration out of fold (the boosters of the other folds predict each fold's rows),
+        then the boosters on every row; ``data`` boosts where it holds the rows."""
+        self.categorical = data.categorical
+        specs = self.specs()
+        k = self.calibration_folds
+        if k >= 2:
+            sizes = data.fold_sizes(k)
+            parts = []
+            for f in range(k):
+                if sizes[f] == 0 or sizes[f] == data.n:
+                    continue  # no rows to predict, or none to learn from
+                parts.append(data.predict_fold(data.boost(specs, exclude_fold=(f, k)), f, k))
+            if parts:
+                raw, y, families, row = (np.concatenate(x) for x in zip(*parts))
+                order = np.argsort(row, kind="stable")   # one order whatever held the rows
+                raw, y, families = raw[order], y[order], families[order]
+                self._calibrate(monotone(raw[:, :-1]), raw[:, -1], y, families)
+        boosters = data.boost(specs)
+        self.heads, self.long = boosters[:-1], boosters[-1]
         return self
 
     def _calibrate(self, q: np.ndarray, p: np.ndarray, y: np.ndarray, families: np.ndarray) -> None:

@@ -219,7 +219,7 @@ class PerToolHint(HintPolicy):
     def fit(cls, train: pd.DataFrame, **kw) -> "PerToolHint":
         """From a training calls table's wall latency, as ``PerToolMedianTTL.fit`` reads it."""
         from toollat.models.baselines import PerToolMedian
-        from toollat.units import to_log10_s
+        from toollat.core.units import to_log10_s
 
         emitted = pd.to_datetime(train["emitted_at"], utc=True)
         wall_ms = (pd.to_datetime(train["result_at"], utc=True) - emitted).dt.total_seconds().clip(lower=0.0) * 1000.0

@@ -2,7 +2,8 @@
 across all its sessions, predicted by a ``Predictor`` when it is emitted and observed when its
 result becomes visible, so whatever the Predictor learns while serving (session history, the
 cross-session project memory, adaptive conformal shifts) counts, and nothing from the future
-does. The baselines are scored on the same calls: ``per_command_mean`` learns online too (its
+does. Results become visible by ``core.timeline``'s rule, and what each teaches the Predictor is
+the model's target (``core.units.history_ms``), as in training. The baselines are scored on the same calls: ``per_command_mean`` learns online too (its
 running means take each result as it arrives), the medians are static. Same report shape as
 ``evaluate``.
 """
@@ -14,21 +15,21 @@ import numpy as np
 import pandas as pd
 
 from toollat.budget import MemoryBudget
+from toollat.core.call import calls_from_frame
+from toollat.core.timeline import EMIT, events, visible_ms
+from toollat.core.units import history_ms, target_ms
 from toollat.estimator import BASELINE_ORDER, MODEL, ToolLatencyModel, in_scope
-from toollat.features.calls import calls_from_frame
 from toollat.features.text import embed_text
 from toollat.models import Prediction
-from toollat.units import target_ms
 
-from .evaluate import report
+from .report import report
 
 
 def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False):
     """``(calls, y_ms, {name: (Prediction, threshold)})`` like ``ToolLatencyModel.scored``, with the
     model's predictions made online in time order."""
+    from toollat.predictor import MAX_LATENCY_MS, Predictor
     from toollat.progress import progress_bar
-
-    from toollat.predictor import Predictor
 
     df = df.reset_index(drop=True)
     calls = calls_from_frame(df)
@@ -38,25 +39,26 @@ def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool
     if model.pipeline_.config.uses_text:  # one batch encode instead of one text at a time
         model.pipeline_.embedder.encode(sorted({embed_text(c.tool, c.args) for c in calls}), progress=progress)
     emitted = np.array([c.emitted_ms for c in calls], dtype=np.float64)
-    wall = df["wall_ms"].to_numpy(dtype=np.float64)
-    group = pd.DataFrame({"s": df["session_id"], "g": df["parallel_group"].fillna(""), "e": emitted})
-    visible = np.maximum(emitted + wall, group.groupby(["s", "g"], sort=False)["e"].transform("max").to_numpy())
+    visible = visible_ms(df["session_id"].to_numpy(), df["parallel_group"], emitted, df["wall_ms"].to_numpy(dtype=np.float64))
+    # what a result teaches the Predictor (its history and adaptive shifts): the model's target
+    # where known, else the wall time, as training's history replay
+    seen = history_ms(df, model.target)
     err = df["is_error"].to_numpy(dtype=bool) if "is_error" in df else np.zeros(len(df), bool)
-    events = sorted([(emitted[i], 0, i) for i in range(len(df))] + [(visible[i], 1, i) for i in range(len(df))])
+    timeline = events(np.arange(len(df)), emitted, visible)
     q = np.empty((len(df), len(p.levels)))
     p_long = np.empty(len(df))
     ids = [c.call_id or f"row-{i}" for i, c in enumerate(calls)]
     for i, c in enumerate(calls):
         c.call_id = ids[i]
     with progress_bar(progress) as bar:
-        task = bar.add_task("replaying calls online", total=len(events))
-        for k, (t, kind, i) in enumerate(events):
-            if kind == 0:
+        task = bar.add_task("replaying calls online", total=len(timeline))
+        for k, (t, kind, i) in enumerate(timeline):
+            if kind == EMIT:
                 pr = p.predict_calls([calls[i]])[0]
                 q[i] = [pr.quantiles[n] for n in p.level_names]
                 p_long[i] = pr.p_long
             else:
-                p.observe(call_id=ids[i], latency_ms=float(min(max(wall[i], 0.0), 7 * 24 * 3600 * 1000.0)),
+                p.observe(call_id=ids[i], latency_ms=float(min(max(seen[i], 0.0), MAX_LATENCY_MS)),
                           is_error=bool(err[i]), at_ms=t)
             if k % 2000 == 0:
                 bar.update(task, completed=k)

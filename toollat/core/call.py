@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toollat.ingest.families import tool_family
-from toollat.ingest.files import parse_ts_ms
+from toollat.core.families import tool_family
+from toollat.core.time import epoch_ms, to_epoch_ms
 
 MAX_ARG_CHARS = 65_536   # conf/features/default.yaml max_arg_chars (a bundle without it was trained within it)
 MAX_ARG_DEPTH = 64       # nesting the features walk; deeper entries are dropped (HTTP allows 32)
@@ -130,9 +130,9 @@ class Call:
             permission_mode=_str(d.get("permission_mode")),
             session_id=_str(d.get("session_id")),
             call_id=_str(d.get("call_id")),
-            emitted_ms=_ms(d.get("emitted_at")),
-            turn_started_ms=_ms(d.get("turn_started_at")),
-            prev_turn_ended_ms=_ms(d.get("prev_turn_ended_at")),
+            emitted_ms=to_epoch_ms(d.get("emitted_at")),
+            turn_started_ms=to_epoch_ms(d.get("turn_started_at")),
+            prev_turn_ended_ms=to_epoch_ms(d.get("prev_turn_ended_at")),
             turn_index=_int(d.get("turn_index")),
             context_tokens=_num(d.get("context_tokens")),
             parallel_group=_str(d.get("parallel_group")),
@@ -165,35 +165,6 @@ def _int(v: Any) -> int | None:
     return int(n) if n is not None else None
 
 
-def _ms(v: Any) -> float | None:
-    """Epoch ms from a number (ms), an ISO string, or a pandas/py datetime."""
-    if v is None:
-        return None
-    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, str):  # the one ISO-8601 parser ingest uses
-        ms = parse_ts_ms(v)
-        return float(ms) if ms is not None else None
-    try:
-        ts = pd.Timestamp(v)
-    except (ValueError, TypeError):
-        return None
-    if ts is pd.NaT:
-        return None
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return (ts.value // 1000) / 1000.0  # ns -> exact us integer first: ns counts exceed float precision
-
-
-def _epoch_ms(col: pd.Series) -> np.ndarray:
-    """A tz-aware datetime column as float epoch ms (NaN where missing)."""
-    out = np.full(len(col), np.nan)
-    mask = col.notna().to_numpy()
-    if mask.any():
-        out[mask] = col[mask].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ms]").astype("int64").to_numpy()
-    return out
-
-
 def _parse_args(text: Any) -> dict[str, Any] | None:
     if not isinstance(text, str):
         return None
@@ -204,17 +175,24 @@ def _parse_args(text: Any) -> dict[str, Any] | None:
     return v if isinstance(v, dict) else {"value": v}
 
 
+def table_projects(df: pd.DataFrame) -> list[str | None]:
+    """The project of each call of a canonical table: its recorded project, else its source."""
+    n = len(df)
+    projects = df["project"].tolist() if "project" in df else [None] * n
+    sources = df["source"].tolist() if "source" in df else [None] * n
+    return [_str(p) or _str(s) for p, s in zip(projects, sources)]
+
+
 def calls_from_frame(df: pd.DataFrame, max_arg_chars: int = MAX_ARG_CHARS) -> list[Call]:
     """Canonical-table rows -> Calls (same order), arguments bounded like ``Call.from_request``'s."""
-    emitted = _epoch_ms(df["emitted_at"])
-    started = _epoch_ms(df["turn_started_at"]) if "turn_started_at" in df else np.full(len(df), np.nan)
-    prev_end = _epoch_ms(df["prev_turn_ended_at"]) if "prev_turn_ended_at" in df else np.full(len(df), np.nan)
+    emitted = epoch_ms(df["emitted_at"])
+    started = epoch_ms(df["turn_started_at"]) if "turn_started_at" in df else np.full(len(df), np.nan)
+    prev_end = epoch_ms(df["prev_turn_ended_at"]) if "prev_turn_ended_at" in df else np.full(len(df), np.nan)
 
     def col(name):
         return df[name].tolist() if name in df else [None] * len(df)
 
-    # the project a call belongs to: its recorded project, else the source it was read from
-    projects = [_str(p) or _str(s) for p, s in zip(col("project"), col("source"))]
+    projects = table_projects(df)
 
     out = []
     for i, (tool, fam, args, agent, model, perm, sid, cid, tidx, ctx, grp, psize, poll) in enumerate(zip(

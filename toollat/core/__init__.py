@@ -1,0 +1,10 @@
+"""The core layer: what every other part of toollat shares and that imports nothing above it.
+
+- ``call``: the call as the features see it (``Call``, ``calls_from_frame``, ``bound_args``).
+- ``families``: tool name -> tool family.
+- ``time``: the one timestamp parser (epoch ms).
+- ``timeline``: the visibility rule (when a result becomes visible in its session), the order
+  of emissions and results, the waits for the human between turns.
+- ``units``: log10 seconds, the long-call threshold, quantile levels, targets.
+- ``hashing``: stable hashes and session folds.
+"""
