@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) train.py +exp=grep_shell
 
+# The layer contract first (pyproject [tool.importlinter], docs/ARCHITECTURE.md "Layers"), then the tests.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # toollat/bundles/default/ (shipped in the package): the whole shared corpus, all tools, held-out and leave-one-source-out
