@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from conftest import SMALL_CODEX, SMALL_SOURCE
@@ -46,9 +47,25 @@ def test_cluster_ingest_equals_single_process(client, slice_paths, tmp_path):
     # The dataset (one file per source) reads back as the canonical table, in table order.
     write_dataset(table, tmp_path / "calls")
     assert sorted(p.name for p in (tmp_path / "calls").iterdir()) == sorted(
-        f"source={s}" for s in set(a.source))
+        f"part-{s}.parquet" for s in set(a.source))
     back, _ = load_calls([tmp_path / "calls"])
     pd.testing.assert_frame_equal(back, single.to_pandas())
+
+    # ... and as one table, the single-process one, by pandas, pyarrow.dataset and DuckDB alike
+    # (one schema in every file; no key=value folders a reader would turn into a column).
+    import duckdb
+    import pyarrow.dataset as ds
+
+    from toollat.ingest.table import SCHEMA
+
+    def same(t: pa.Table) -> None:
+        got = t.select(SCHEMA.names).cast(SCHEMA).to_pandas().sort_values(["session_id", "seq"], kind="stable")
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), single.to_pandas())
+
+    same(pa.Table.from_pandas(pd.read_parquet(tmp_path / "calls"), preserve_index=False))
+    same(ds.dataset(tmp_path / "calls", format="parquet").to_table())
+    same(duckdb.sql(f"SELECT * FROM read_parquet('{tmp_path / 'calls'}/*.parquet')").to_arrow_table())
+    assert pd.read_parquet(tmp_path / "calls").dtypes.equals(single.to_pandas().dtypes)
 
 
 def test_groups_keep_file_order_and_cover_every_file(corpus):

@@ -8,8 +8,9 @@ the same ``finalize`` as the single-process ingest on them, so the table is the 
 table row for row: copies of forked sessions are dropped by ``call_id`` across every group
 (keeping the first read in file order), TraceLab private/public copies by their copy key, and
 ``seq``/parallel groups/subagent links computed over whole sessions. The finished table is
-written as one Parquet file per source (``DIR/source=<name>/part-0.parquet``); ``read_calls``
-reads such a directory back as the canonical table.
+written as one Parquet file per source (``DIR/part-<source>.parquet``), all with the canonical
+schema: ``read_calls``, ``pd.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB's
+``read_parquet('DIR/*.parquet')`` read it as one table.
 
 ``address`` is a scheduler (``tcp://host:8786``) or ``local[:N]``: a LocalCluster of N worker
 processes on this machine (default 2). Every worker must be able to read the input paths.
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 from .base import ReadContext
 from .files import MAX_LINE_BYTES, InputFile, discover
 from .report import FileReport, IngestReport
-from .table import finalize
+from .table import SCHEMA, finalize
 
 GROUPS_PER_WORKER = 4  # several tasks per worker, so one big file does not leave the others idle
 
@@ -103,28 +104,28 @@ def ingest_on_cluster(paths: Sequence[str | Path], client, redact: bool = True,
 
 
 def write_dataset(table: pa.Table, out_dir: str | Path) -> None:
-    """The table as one Parquet file per source, replacing ``out_dir`` only once it is complete.
-
-    Written into a temp directory beside ``out_dir`` and renamed into place; an earlier dataset
-    there is moved aside first and removed after, so a kill leaves either the old or the new one.
+    """The table as one Parquet file per source (``part-<source>.parquet``), every file with the
+    canonical schema, so pandas, ``pyarrow.dataset`` and DuckDB read the directory as one table
+    (no ``key=value`` folders: a reader would add a ``source`` partition column of another type).
+    Replaces ``out_dir`` only once it is complete: written into a temp directory beside it and
+    renamed into place; an earlier dataset there is moved aside first and removed after, so a
+    kill leaves either the old or the new one.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
     shutil.rmtree(tmp, ignore_errors=True)
+    table = table.cast(SCHEMA).replace_schema_metadata(None)   # one schema in every file
     try:
         tmp.mkdir()
         sources = table.column("source").to_pandas()
         for source in sorted(sources.dropna().unique()):
-            part = tmp / f"source={_safe(source)}"
-            part.mkdir()
             pq.write_table(table.filter(pc.equal(table.column("source"), source)),
-                           part / "part-0.parquet", compression="zstd")
+                           tmp / f"part-{_safe(source)}.parquet", compression="zstd")
         if sources.isna().any():
-            part = tmp / "source=__null__"
-            part.mkdir()
-            pq.write_table(table.filter(pc.is_null(table.column("source"))), part / "part-0.parquet", compression="zstd")
+            pq.write_table(table.filter(pc.is_null(table.column("source"))), tmp / "part-__null__.parquet",
+                           compression="zstd")
         if out_dir.exists():
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)

@@ -225,8 +225,8 @@ def _read_dataset(path: Path) -> pd.DataFrame:
 
 
 def dataset_parts(path: Path) -> list[Path]:
-    """The Parquet parts of a calls dataset directory (``source=<name>/part-*.parquet``)."""
-    return sorted(path.glob("source=*/part-*.parquet"))
+    """The Parquet parts of a calls dataset directory (``part-<source>.parquet``, ``ingest.cluster``)."""
+    return sorted(path.glob("part-*.parquet"))
 
 
 def is_calls_dataset(path: Path) -> bool:
