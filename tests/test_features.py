@@ -158,7 +158,7 @@ def test_embedding_cache_is_bounded_and_written_in_shards(tmp_path):
 
 def test_arguments_are_read_up_to_their_bound():
     """features.max_arg_chars: strings and keys count their characters, other values one."""
-    from toollat.core.call import MAX_ARG_DEPTH, Call, bound_args, calls_from_frame
+    from toollat.core.call import MAX_ARGS_DEPTH, Call, bound_args, calls_from_frame
 
     small = {"command": "ls -la", "timeout": 5, "opts": [1, "a"]}
     assert bound_args(small, 100) is small                      # within the bound: the same object
@@ -167,12 +167,12 @@ def test_arguments_are_read_up_to_their_bound():
     assert bound_args(cut, 100) is cut                          # a cut value is within the bound
     assert bound_args({"a": ["yy"] * 100}, 21) == {"a": ["yy"] * 9}
     deep: dict = {"leaf": 1}
-    for _ in range(MAX_ARG_DEPTH + 10):
+    for _ in range(MAX_ARGS_DEPTH + 10):
         deep = {"d": deep}
     walked, depth = bound_args(deep, 10_000), 0
     while walked:
         walked, depth = walked.get("d"), depth + 1
-    assert depth <= MAX_ARG_DEPTH + 1
+    assert depth <= MAX_ARGS_DEPTH + 1
     # both ways in: a request and a table row
     assert len(Call.from_request({"tool": "Bash", "args": {"command": "y" * 10**6}}, 1000).args["command"]) == 992
     row = pd.DataFrame({"tool_name": ["Bash"], "tool_family": ["shell"], "args": ['{"command": "' + "z" * 10**6 + '"}'],

@@ -24,8 +24,30 @@ import pandas as pd
 from toollat.core.families import tool_family
 from toollat.core.time import epoch_ms, to_epoch_ms
 
-MAX_ARG_CHARS = 65_536   # conf/features/default.yaml max_arg_chars (a bundle without it was trained within it)
-MAX_ARG_DEPTH = 64       # nesting the features walk; deeper entries are dropped (HTTP allows 32)
+MAX_ARG_CHARS = 65_536   # features.max_arg_chars' default (a bundle without it was trained within it)
+# How deep a call's arguments may nest: the HTTP API refuses deeper ``args`` (422), the features
+# walk no deeper (deeper entries are dropped). Real tool inputs nest 2-4 deep.
+MAX_ARGS_DEPTH = 32
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value (0 for a scalar, 1 for a flat object or list), walked
+    iteratively (no recursion, whatever the input), stopping once it exceeds ``limit``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def bound_args(args: dict[str, Any] | None, limit: int = MAX_ARG_CHARS) -> dict[str, Any] | None:
@@ -33,7 +55,7 @@ def bound_args(args: dict[str, Any] | None, limit: int = MAX_ARG_CHARS) -> dict[
 
     Walked in order, a string or a key counts its characters and every other value (numbers,
     objects, arrays) one; a string is cut to what is left of the budget, and entries after the
-    budget is spent, or nested deeper than ``MAX_ARG_DEPTH``, are dropped. Within the limit the
+    budget is spent, or nested deeper than ``MAX_ARGS_DEPTH``, are dropped. Within the limit the
     same object comes back (no copy), so ``{"command": c}`` reads as
     ``{"command": c[:limit - 1 - len("command")]}``."""
     if args is None or _within(args, [limit], 0):
@@ -46,7 +68,7 @@ def _within(v: Any, left: list[int], depth: int) -> bool:
         left[0] -= len(v)
         return left[0] >= 0
     left[0] -= 1
-    if left[0] < 0 or (depth >= MAX_ARG_DEPTH and isinstance(v, (dict, list, tuple)) and len(v)):
+    if left[0] < 0 or (depth >= MAX_ARGS_DEPTH and isinstance(v, (dict, list, tuple)) and len(v)):
         return False
     if isinstance(v, dict):
         for k, x in v.items():
@@ -68,7 +90,7 @@ def _cut(v: Any, left: list[int], depth: int) -> Any:
     left[0] -= 1
     if isinstance(v, dict):
         out: dict = {}
-        if depth < MAX_ARG_DEPTH:
+        if depth < MAX_ARGS_DEPTH:
             for k, x in v.items():
                 cost = len(k) if isinstance(k, str) else 1
                 if cost >= left[0]:   # no room for the key and at least one character of its value
@@ -78,7 +100,7 @@ def _cut(v: Any, left: list[int], depth: int) -> Any:
         return out
     if isinstance(v, (list, tuple)):
         items: list = []
-        if depth < MAX_ARG_DEPTH:
+        if depth < MAX_ARGS_DEPTH:
             for x in v:
                 if left[0] <= 0:
                     break

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from toollat.core.hashing import code
+from toollat.core.hashing import session_fold
 
 
 def session_test_mask(sessions: pd.Series, test_fraction: float, seed: int = 0) -> np.ndarray:
@@ -15,7 +15,7 @@ def session_test_mask(sessions: pd.Series, test_fraction: float, seed: int = 0) 
         raise ValueError("test_fraction must be in (0, 1)")
     cut = int(round(test_fraction * 10_000))
     uniq = pd.unique(sessions)
-    held = {s for s in uniq if code(f"{seed}\x1f{s}") % 10_000 < cut}
+    held = uniq[session_fold(uniq, 10_000, salt=str(seed)) < cut]
     return sessions.isin(held).to_numpy()
 
 

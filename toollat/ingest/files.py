@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from toollat.core.call import json_depth
+
 GZIP_MAGIC = b"\x1f\x8b"
 HEAD_BYTES = 256 * 1024
 MAX_LINE_BYTES = 16 * 1024 * 1024  # default line-length limit; ``ingest(max_line_bytes=...)`` overrides it
@@ -142,19 +144,7 @@ def count_lines(path: Path) -> int:
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True if lists/dicts inside ``value`` nest deeper than ``limit`` (iterative: no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return False
+    return json_depth(value, limit) > limit
 
 
 class LineError(Exception):

@@ -7,6 +7,8 @@ HTTP the client parses it), bounded in nesting depth, because a client's nesting
 the recursion limit of the code that walks it. The envelopes (``PredictRequest``,
 ``ObserveRequest``) refuse fields they do not know (422), so a misspelt option is not silently
 ignored; a call or an observation ignores extra fields, as calls copied from agent logs carry them.
+How many calls or observations one request may hold is the server's limit alone
+(``ServerLimits.max_calls`` / ``max_observations``, checked before validation: 413).
 """
 from __future__ import annotations
 
@@ -14,12 +16,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from toollat.core.call import MAX_ARGS_DEPTH, json_depth
 from toollat.engines import ENGINES
 from toollat.predictor import MAX_LATENCY_MS
 
 MAX_ID = 200                 # characters of a call/session id, a tool or agent name
 MAX_PATH = 4096              # characters of a working directory
-MAX_ARGS_DEPTH = 32          # nesting of objects/arrays inside ``args`` (real tool inputs use 2-4)
 MAX_EPOCH_MS = 1e13          # year 2286: a timestamp beyond it is a unit mistake
 MAX_TOKENS = 1e9
 MAX_TURN_INDEX = 10_000_000
@@ -37,25 +39,6 @@ Name = Annotated[str, Field(strict=True, min_length=1, max_length=MAX_ID)]
 Number = Annotated[float, Field(strict=True)]
 EpochMs = Annotated[float, Field(strict=True, ge=0, le=MAX_EPOCH_MS, description="epoch ms")]
 IsoTime = Annotated[str, Field(strict=True, max_length=64, description="ISO-8601 time")]
-
-
-def args_depth(value: Any, limit: int) -> int:
-    """Nesting depth of a JSON value (0 for a scalar), walked iteratively, stopping past ``limit``."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        stack.extend((c, d + 1) for c in children)
-    return deepest
 
 
 class CallIn(BaseModel):
@@ -94,14 +77,14 @@ class CallIn(BaseModel):
     @field_validator("args", mode="after")
     @classmethod
     def bounded_args(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None and args_depth(v, MAX_ARGS_DEPTH) > MAX_ARGS_DEPTH:
+        if v is not None and json_depth(v, MAX_ARGS_DEPTH) > MAX_ARGS_DEPTH:
             raise ValueError(f"'args' is nested more than {MAX_ARGS_DEPTH} deep")
         return v
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    calls: list[CallIn] = Field(min_length=1, max_length=100_000)
+    calls: list[CallIn] = Field(min_length=1, description="at most the server's limits.max_calls (413 beyond)")
     engine: Literal[ENGINES] | None = Field(  # type: ignore[valid-type]
         default=None, description="Also give each hint in this serving engine's request fields (engine_hint)")
     explain: Annotated[bool, Field(strict=True)] = Field(
@@ -133,7 +116,7 @@ class Observation(BaseModel):
 
 class ObserveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    observations: list[Observation] = Field(min_length=1, max_length=100_000)
+    observations: list[Observation] = Field(min_length=1, description="at most the server's limits.max_observations (413 beyond)")
 
 
 # -- responses ---------------------------------------------------------------------------------
