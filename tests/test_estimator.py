@@ -124,7 +124,7 @@ def test_history_replays_the_configured_target(small_split, embedder):
     col = "x_all_max"
     for target, changes in (("internal", True), ("wall", False)):
         pipe = FeaturePipeline(cfg, None, target=target)
-        pipe.fit_transform(train, np.zeros(len(train)))
+        pipe.fit_transform(train)
         base = s.copy()
         base["internal_ms"] = 5.0
         other = base.copy()
