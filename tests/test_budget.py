@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import small_config
 from toollat.budget import MemoryBudget
+from toollat.config import compose
 from toollat.estimator import ToolLatencyModel
 from toollat.features.context import HistoryKeys, SessionHistory
 from toollat.features.pipeline import FeatureConfig
@@ -48,7 +49,7 @@ def traced(fn) -> int:
 def test_code_defaults_are_the_conf_files():
     """An installed server (no conf/ beside it) and a Predictor made in Python use these values."""
     assert ServingConfig.load(REPO_ROOT / "conf" / "serving" / "default.yaml") == ServingConfig(MemoryBudget(), ServerLimits())
-    feats = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "features" / "default.yaml"))
+    feats = compose([])["features"]   # the features group's defaults are FeatureConfig's (toollat/config.py)
     assert feats["max_arg_chars"] == FeatureConfig().max_arg_chars
     assert {f.name for f in fields(ServerLimits)} == set(OmegaConf.load(REPO_ROOT / "conf/serving/default.yaml").limits)
 

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from toollat.core.settings import settings
+
 STORES = ("sessions", "pending", "projects", "feature_cache", "embedding_cache")
 
 # Fixed overheads (bytes), each above what CPython 3.11 allocates on 64-bit Linux. A dict slot is
@@ -80,7 +82,7 @@ class MemoryBudget:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "MemoryBudget":
-        return cls(**(d or {}))
+        return settings(cls, d, "memory")
 
     @property
     def budget_bytes(self) -> int | None:

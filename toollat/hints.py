@@ -26,11 +26,13 @@ evictable to a lower tier); the action names mirror their proposals (keep / offl
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from toollat.core.settings import settings
 from toollat.engines import render
 
 Action = Literal["keep", "offload", "drop"]
@@ -45,8 +47,15 @@ class HintCosts:
     min_ttl_ms: float = 100.0
 
     def __post_init__(self) -> None:
+        values = (self.breakeven_s, self.offload_cost_s, self.offload_hold_ratio, self.min_ttl_ms)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise ValueError(f"hint costs must be finite numbers; got {values}")
         if self.breakeven_s <= 0 or self.offload_cost_s < 0 or not 0 <= self.offload_hold_ratio < 1:
             raise ValueError("hint costs: breakeven_s > 0, offload_cost_s >= 0, 0 <= offload_hold_ratio < 1")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "HintCosts":
+        return settings(cls, d, "hint")
 
 
 @dataclass(frozen=True)

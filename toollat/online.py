@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from toollat.core.settings import settings
+
 GLOBAL_PROJECT = "*"
 
 
@@ -31,12 +33,13 @@ class OnlineConfig:
     aci_max_shift: float = 0.5    # log10 s: at most about 3x either way
     max_projects: int = 1000
 
+    def __post_init__(self) -> None:
+        if not (self.aci_step >= 0 and self.aci_max_shift >= 0 and self.max_projects >= 1):
+            raise ValueError("aci_step >= 0, aci_max_shift >= 0, max_projects >= 1")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "OnlineConfig":
-        cfg = cls(**(d or {}))
-        if not (cfg.aci_step >= 0 and cfg.aci_max_shift >= 0 and cfg.max_projects >= 1):
-            raise ValueError("online: aci_step >= 0, aci_max_shift >= 0, max_projects >= 1")
-        return cfg
+        return settings(cls, d, "online")
 
 
 class AdaptiveShift:

@@ -3,7 +3,8 @@
 - Latency is modelled in **log10 seconds with a 10 ms floor** (``to_log10_s`` for arrays,
   ``to_log`` for one value); predictions leave the package in milliseconds.
 - A **long call** takes at least ``LONG_S`` (60 s): ``LONG_MS`` in ms, ``LONG_Y`` in log units.
-- **Levels** are the predicted quantile levels (``LEVELS`` by default); a level's name is
+- **Levels** are the predicted quantile levels (``LEVELS`` by default; any increasing set in
+  (0, 1) that holds ``REQUIRED_LEVELS``, 0.5 and 0.9, which the metrics read); a level's name is
   ``p<percent>`` (``level_name(0.9) == "p90"``), and its prediction column in a calls table is
   ``pred_<name>_ms``; ``pred_p_long`` is the long-call probability.
 - **Targets**: ``wall`` (result_at - emitted_at: what the serving engine waits, the default),
@@ -57,10 +58,14 @@ def prediction_columns(levels=LEVELS) -> list[str]:
     return [f"pred_{level_name(lv)}_ms" for lv in levels]
 
 
+REQUIRED_LEVELS: tuple[float, ...] = (0.5, 0.9)   # the metrics' p50 and p90 (pinball_p90, coverage_p90, ...)
+
+
 def check_levels(levels) -> tuple[float, ...]:
+    """Levels a model may predict: increasing, distinct, in (0, 1), including ``REQUIRED_LEVELS``."""
     lv = tuple(float(x) for x in levels)
-    if not lv or any(not 0.0 < x < 1.0 for x in lv) or list(lv) != sorted(set(lv)) or 0.5 not in lv:
-        raise ValueError(f"levels must be increasing, distinct, in (0, 1) and include 0.5; got {list(levels)}")
+    if not lv or any(not 0.0 < x < 1.0 for x in lv) or list(lv) != sorted(set(lv)) or not set(REQUIRED_LEVELS) <= set(lv):
+        raise ValueError(f"levels must be increasing, distinct, in (0, 1) and include 0.5 and 0.9; got {list(levels)}")
     return lv
 
 

@@ -34,7 +34,7 @@ import dataclasses
 import json
 import math
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ import pandas as pd
 from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
 from toollat.core.call import MAX_ARG_CHARS, Call, bound_args, calls_from_frame, table_projects
 from toollat.core.hashing import code, digest, session_fold
+from toollat.core.settings import settings
 from toollat.core.timeline import EMIT, events, in_emission_order, visible_ms
 from toollat.core.units import history_ms, to_log10_s
 
@@ -56,7 +57,7 @@ from .text import embed_text, exact_key
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureConfig:
     args: bool = True          # parsed arguments
     embeddings: bool = True    # PCA of the sentence embedding
@@ -74,10 +75,18 @@ class FeatureConfig:
     max_categories: int = 250
     max_arg_chars: int = MAX_ARG_CHARS   # the features read this much of a call's arguments (calls.bound_args)
 
+    def __post_init__(self) -> None:
+        if self.embedder not in ("minilm", "static"):
+            raise ValueError(f"embedder must be minilm or static, not {self.embedder!r}")
+        small = {k: getattr(self, k) for k in ("pca_dims", "knn_k", "oof_folds", "max_categories", "max_arg_chars",
+                                               "static_dims") if not getattr(self, k) >= 1}
+        if small or self.memory_dims < 0 or self.min_category_count < 0 or not self.knn_temperature > 0:
+            raise ValueError("pca_dims, knn_k, oof_folds, max_categories, max_arg_chars, static_dims >= 1, "
+                             f"memory_dims >= 0, min_category_count >= 0, knn_temperature > 0 ({small or 'got otherwise'})")
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict[str, Any] | None) -> "FeatureConfig":
+        return settings(cls, d, "feature")
 
     @property
     def uses_text(self) -> bool:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from toollat.core.settings import settings
+
 from .base import LatencyModel, Prediction
 from .baselines import BASELINES, GlobalMedian, PerCommandMean, PerToolMedian, build_baselines
 from .ensemble import Ensemble
-from .knn import NearestNeighbours
-from .lgbm import LightGBMQuantile
+from .knn import KnnSpec, NearestNeighbours
+from .lgbm import LightGBMQuantile, LightGBMSpec
 
 MODELS: dict[str, Any] = {m.kind: m for m in (LightGBMQuantile, NearestNeighbours, Ensemble, *BASELINES)}
 
@@ -24,10 +26,11 @@ def build(spec: dict[str, Any], levels: tuple[float, ...], threads: int = 2, see
     """A model from its config: ``{"kind": "lgbm", "params": {...}, ...}``."""
     kind = spec.get("kind")
     if kind == "lgbm":
-        return LightGBMQuantile(spec.get("params"), spec.get("classifier"), levels, spec.get("calibration_folds", 3),
-                                spec.get("calibration_min", 200), threads, seed)
+        s = settings(LightGBMSpec, spec, "model (lgbm)")
+        return LightGBMQuantile(s.params, s.classifier, levels, s.calibration_folds, s.calibration_min, threads, seed)
     if kind == "knn":
-        return NearestNeighbours(spec.get("spread_scale", 1.0), spec.get("min_spread", 0.1), levels)
+        k = settings(KnnSpec, spec, "model (knn)")
+        return NearestNeighbours(k.spread_scale, k.min_spread, levels)
     if kind == "ensemble":  # members and weights are mappings keyed by member name
         names = list(spec["members"])
         return Ensemble([build(spec["members"][n], levels, threads, seed) for n in names], [spec["weights"][n] for n in names])

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from toollat.core.settings import settings
+
 COLUMNS = ("sh_sleep_s", "sh_background", "sh_loop", "a_run_in_background", "sh_timeout_s", "a_timeout_s", "a_yield_s")
 UPPER_LEVEL_MAX = 0.9
 
@@ -39,7 +41,7 @@ class DurationBounds:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "DurationBounds":
-        return cls(**(d or {}))
+        return settings(cls, d, "bounds")
 
     def limits(self, tools, X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Per call: (lower, upper) bound in seconds (0 / inf where none); None if the matrix has

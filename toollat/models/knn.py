@@ -8,6 +8,7 @@ It is what "semantics alone" predicts, and a member of the ensemble.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,10 +20,20 @@ from .base import LEVELS, LONG_Y, Prediction, TrainingData, monotone
 from .lgbm import _best_f1_threshold
 
 
+@dataclass(frozen=True)
+class KnnSpec:
+    """``model.kind=knn``'s settings and their defaults (``conf/model/knn.yaml`` states none)."""
+
+    kind: str = "knn"
+    spread_scale: float = 1.0
+    min_spread: float = 0.1
+
+
 class NearestNeighbours:
     kind: ClassVar[str] = "knn"
 
-    def __init__(self, spread_scale: float = 1.0, min_spread: float = 0.1, levels: tuple[float, ...] = LEVELS):
+    def __init__(self, spread_scale: float = KnnSpec.spread_scale, min_spread: float = KnnSpec.min_spread,
+                 levels: tuple[float, ...] = LEVELS):
         self.levels = tuple(levels)
         self.spread_scale = spread_scale
         self.min_spread = min_spread

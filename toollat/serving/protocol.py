@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,10 @@ class ServingConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "ServingConfig":
         d = dict(d or {})
-        unknown = set(d) - {"memory", "limits"}
-        known = {f.name for f in fields(ServerLimits)}
-        unknown |= {f"limits.{k}" for k in (d.get("limits") or {}) if k not in known}
+        unknown = sorted(set(d) - {"memory", "limits"})
         if unknown:
-            raise ValueError(f"serving config: unknown settings {sorted(unknown)}")
-        return cls(MemoryBudget.from_dict(d.get("memory")), ServerLimits(**(d.get("limits") or {})))
+            raise ValueError(f"unknown serving settings {unknown}; known: ['limits', 'memory']")
+        return cls(MemoryBudget.from_dict(d.get("memory")), settings(ServerLimits, d.get("limits"), "serving limits"))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "ServingConfig":
