@@ -102,7 +102,9 @@ def test_local_and_dask_executors_give_the_same_feature_rows(small_split, client
     assert sorted(lhuman["gap_s"]) == sorted(dhuman["gap_s"])
 
 
-def test_a_dask_dataframe_of_whole_sessions_is_featurized_alike(small_split, client):
+def test_a_dask_dataframe_is_featurized_alike(small_split, client, tmp_path):
+    """A Parquet dataset the workers read (``dd.read_parquet``), its files cutting through
+    sessions: shuffled into whole sessions on the workers, then the same rows."""
     import dask.dataframe as dd
 
     from toollat.distributed import DaskExecutor
@@ -111,9 +113,11 @@ def test_a_dask_dataframe_of_whole_sessions_is_featurized_alike(small_split, cli
 
     train, _ = small_split
     cfg = small_config(features={**asdict(FeatureConfig()), "embedder": "static", "max_arg_chars": 300})
-    first = train["session_id"].isin(train["session_id"].unique()[::2])   # two partitions of whole sessions
-    frame = dd.from_pandas(train[first], npartitions=1)
-    frame = dd.concat([frame, dd.from_pandas(train[~first], npartitions=1)])
+    (tmp_path / "calls").mkdir()
+    for k, part in enumerate(np.array_split(train.sample(frac=1.0, random_state=0), 3)):
+        part.to_parquet(tmp_path / "calls" / f"part-{k}.parquet")
+    frame = dd.read_parquet(str(tmp_path / "calls"))
+    assert frame.npartitions == 3
     _, local, _, _ = ToolLatencyModel.from_config(cfg).training_rows(train)
     _, dask, _, _ = ToolLatencyModel.from_config(cfg).training_rows(frame, DaskExecutor(client))
     (lr, lo), (dr, do) = _rows_by_identity(local), _rows_by_identity(dask)

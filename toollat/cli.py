@@ -425,9 +425,5 @@ def _fmt_ms(ms: float) -> str:
     return f"{ms / 60_000:.1f} min"
 
 
-def main() -> None:  # pragma: no cover - console script entry point
-    app()
-
-
 if __name__ == "__main__":
     app()

@@ -4,11 +4,13 @@ fit gives (the same bundle, the same ``Predictor``).
 
 What runs where:
 
-1. Partitions: a pandas table is split by a salted hash of the pipeline's partition keys
-   (sessions; projects with ``features.project``) and scattered; a Dask DataFrame is taken as
-   it is partitioned, so its partitions must hold whole sessions (whole projects with
-   ``features.project``). Partitions are read twice (survey, then features) rather than held:
-   the raw calls, argument text included, are several times the size of their feature rows.
+1. Partitions: hold whole groups of the pipeline's partition keys (sessions; projects with
+   ``features.project``). A pandas table (what ``train.py`` reads) is split by a salted hash of
+   the keys on the driver and scattered; a Dask DataFrame (``dd.read_parquet`` of a dataset every
+   worker reaches: a shared filesystem or an object-store URL pyarrow reads) is shuffled by the
+   keys on the workers and each partition put back in table order (session, ``seq``).
+   Partitions are read twice (survey, then features) rather than held: the raw calls, argument
+   text included, are several times the size of their feature rows.
 2. Survey and features on the workers, the pipeline's global parts finalized on the driver
    (``features.pipeline``): both exact, so the feature rows equal the local ones row for row.
 3. Boosters: ``lightgbm.dask`` (``DaskLGBMRegressor``, ``DaskLGBMClassifier``), data-parallel
@@ -51,8 +53,11 @@ class DaskExecutor:
         self.partitions_per_worker = partitions_per_worker
 
     def partition(self, calls, keys: Callable[[pd.DataFrame], np.ndarray]) -> list:
-        if not isinstance(calls, pd.DataFrame):   # a Dask DataFrame: its partitions as they are
-            return calls.to_delayed()
+        if not isinstance(calls, pd.DataFrame):   # a Dask DataFrame (e.g. dd.read_parquet): shuffled on the workers
+            keyed = calls.assign(__key=calls.map_partitions(lambda p: pd.Series(keys(p), index=p.index, dtype=object),
+                                                           meta=("__key", object)))
+            whole = keyed.shuffle("__key", npartitions=calls.npartitions).map_partitions(_in_table_order)
+            return whole.to_delayed()
         n = max(len(self.client.nthreads()), 1) * self.partitions_per_worker
         # salted, so partitions do not coincide with the session folds of memory and calibration
         part = session_fold(keys(calls), n, salt="partition")
@@ -72,6 +77,10 @@ class DaskExecutor:
 
     def training_data(self, rows: list, names: list[str]) -> "DaskData":
         return DaskData(self.client, rows, names)
+
+
+def _in_table_order(part: pd.DataFrame) -> pd.DataFrame:
+    return part.drop(columns="__key").sort_values(["session_id", "seq"], kind="stable").reset_index(drop=True)
 
 
 # -- training rows on the workers ----------------------------------------------------------------

@@ -8,7 +8,7 @@ partition. Then, each in its own child process:
 
 - single process: ``ToolLatencyModel.fit`` on the whole table read with pandas (wall time,
   peak RSS from ``wait4``);
-- Dask: a LocalCluster of 2 worker processes (one thread each), ``fit_distributed`` on
+- Dask: a LocalCluster of 2 worker processes (one thread each), ``fit(executor=DaskExecutor)`` on
   ``dd.read_parquet`` of the dataset (the workers read the files), wall time, the driver's and
   each worker's peak RSS (``getrusage``), and the per-partition task times from the task stream.
 
@@ -82,14 +82,14 @@ def dask_child(dataset: Path, workers: int) -> None:
 
     from distributed import get_task_stream
 
-    from toollat.distributed import fit_distributed, worker_peaks
+    from toollat.distributed import DaskExecutor, worker_peaks
     from toollat.ingest.cluster import client_for
 
     t = time.perf_counter()
     with client_for(f"local:{workers}") as client:
         calls = dd.read_parquet(str(dataset), split_row_groups=False)
         with get_task_stream(client) as ts:
-            m = fit_distributed(make_model(), calls, client)
+            m = make_model().fit(calls, executor=DaskExecutor(client))
         tasks: dict[str, list[float]] = {}
         for task in ts.data:
             name = task["key"][0] if isinstance(task["key"], tuple) else str(task["key"])
