@@ -343,7 +343,7 @@ class Predictor:
             return sum(not self.pipeline.is_cached(k) for k in keys)
 
     def predict_calls(self, parsed: list[Call], explain: bool = False) -> list[LatencyPrediction]:
-        """``predict_batch`` for calls already parsed (``features.calls.Call``)."""
+        """``predict_batch`` for calls already parsed (``core.call.Call``)."""
         self.pipeline.prefetch(parsed)  # never-seen texts through the encoder at once, outside the lock
         now = time.time() * 1000.0
         rows = np.empty((len(parsed), self._n_features), dtype=np.float32)
