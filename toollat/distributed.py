@@ -65,7 +65,7 @@ class DaskExecutor:
         return self.client.scatter([p for p in pieces if len(p)])
 
     def share(self, obj: Any):
-        return self.client.scatter(obj, broadcast=True)
+        return self.client.scatter(obj, broadcast=True, hash=False)   # a new key: never an earlier state
 
     def map(self, fn: Callable, parts: list, *args, **kwargs) -> list:
         import dask
@@ -189,7 +189,7 @@ class DaskData:
         """Every row gathered into this process (small data: tests compare executors with it)."""
         frames = self.client.gather(self.parts)
         if not frames:
-            return Rows(np.zeros((0, len(self.names)), np.float32), *(np.zeros(0) for _ in range(6)))
+            return Rows.empty(len(self.names))
         f = pd.concat(frames, ignore_index=True)
         return Rows(f[self.names].to_numpy(dtype=np.float32), f["__y"].to_numpy(), f["__tool"].to_numpy(dtype=object),
                     f["__family"].to_numpy(dtype=object), f["__command"].to_numpy(dtype=np.uint64),

@@ -115,15 +115,19 @@ def session_hashes(sessions) -> np.ndarray:
 
 
 # -- the fit's steps on a partition of the training calls (toollat.executor runs them) ------------
-def _survey(part: pd.DataFrame, pipeline: FeaturePipeline, progress: bool = False) -> dict[str, Any]:
+def _survey(part: pd.DataFrame, pipeline: FeaturePipeline, progress: bool = False) -> dict[str, Any] | None:
     """What the whole fit needs of a partition before any feature row: the pipeline's survey, the
-    training sessions, the human waits."""
+    training sessions, the human waits (None for an empty partition)."""
+    if len(part) == 0:
+        return None
     return {"features": pipeline.survey(part, progress), "sessions": session_hashes(part["session_id"]),
             "human": human_waits_by_agent(part)}
 
 
 def _rows(part: pd.DataFrame, pipeline: FeaturePipeline, folds, tools, target: str, progress: bool = False) -> Rows:
     """A partition's training rows: its in-scope calls with a known target, featurized (memory out of fold)."""
+    if len(part) == 0:
+        return Rows.empty(len(pipeline.names))
     X = pipeline.transform(part, progress, folds)
     y = target_ms(part, target)
     keep = in_scope(part, tools) & ~np.isnan(y)
@@ -238,7 +242,8 @@ class ToolLatencyModel:
         if ex.remote and hasattr(pipeline.embedder, "flush"):
             pipeline.embedder.flush()  # what this process encoded reaches the disk cache the workers read
         parts = ex.partition(calls, pipeline.partition_keys)
-        surveys = ex.gather(ex.map(_survey, parts, ex.share(pipeline), progress=progress))
+        progress = progress and not ex.remote   # bars in this process only
+        surveys = [s for s in ex.gather(ex.map(_survey, parts, ex.share(pipeline), progress=progress)) if s is not None]
         folds = pipeline.finalize(Survey.merge([s["features"] for s in surveys]))
         sessions = np.unique(np.concatenate([s["sessions"] for s in surveys]))
         human = pd.concat([s["human"] for s in surveys], ignore_index=True)

@@ -69,6 +69,11 @@ class Rows:
         return len(self.y)
 
     @classmethod
+    def empty(cls, n_features: int) -> "Rows":
+        return cls(np.zeros((0, n_features), np.float32), np.zeros(0), np.zeros(0, dtype=object), np.zeros(0, dtype=object),
+                   *(np.zeros(0, dtype=np.uint64) for _ in range(3)))
+
+    @classmethod
     def concat(cls, parts: list["Rows"]) -> "Rows":
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
 
