@@ -43,7 +43,7 @@ from toollat.features.calls import Call
 from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
 from toollat.features.embed import Embedder
 from toollat.hints import Hint, HintCosts, decide_plans, plan_costs
-from toollat.ingest.families import tool_family
+from toollat.core.families import tool_family
 from toollat.jsonio import dumps_bytes
 from toollat.online import GLOBAL_PROJECT, AdaptiveShift, OnlineConfig
 from toollat.units import LONG_MS, level_names, p_exceeds, prediction_columns, to_log, to_ms

@@ -12,7 +12,8 @@ Categorical strings become small integer codes through vocabularies of string *h
 at fit (unknown -> 0), so a saved pipeline holds numbers only. Training rows get memory features
 out of fold (sessions split into folds; a row's neighbours come from other folds' sessions), as
 a held-out call would. ``transform`` treats every call as unseen; ``online_row`` serves one call
-against a live ``SessionHistory``.
+against a live ``SessionHistory``. The batch methods (fit, transform) import pandas where they
+use it; serving (the online methods) needs numpy alone.
 """
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
 from toollat.units import history_ms
@@ -36,6 +36,9 @@ from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHis
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
 from .text import code, digest, embed_text, exact_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
 
@@ -77,6 +80,8 @@ class Vocab:
 
     @classmethod
     def fit(cls, values: list[str | None], min_count: int, max_size: int) -> "Vocab":
+        import pandas as pd
+
         counts = pd.Series([code(v) for v in values if v]).value_counts()
         keep = counts[counts >= min_count].index[:max_size]
         return cls([int(h) for h in keep])
@@ -238,6 +243,8 @@ class FeaturePipeline:
         """History blocks by replaying the calls in time order (see context.py): the session
         context (each session alone) and, with ``project``, the project history (every session
         of a project together)."""
+        import pandas as pd
+
         n = len(calls)
         wall = df["wall_ms"].to_numpy(dtype=np.float64)      # when a result arrives
         seen = history_ms(df, self.target)                   # what it teaches the history
@@ -394,6 +401,8 @@ def _cache_entry_bytes(key: bytes, hit: tuple[np.ndarray, tuple]) -> int:
 
 def _groups(labels: np.ndarray, emitted: np.ndarray):
     """Row indices of each label (a session, a project), in emission order."""
+    import pandas as pd
+
     n = len(labels)
     codes, _ = pd.factorize(pd.Series(labels))
     order = np.lexsort((np.arange(n), emitted, codes))
