@@ -31,10 +31,9 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from toollat import bundle as bundle_io
 from toollat.core.hashing import code, session_hash
@@ -49,6 +48,9 @@ from toollat.models import MODELS, LatencyModel, Prediction, build, build_baseli
 from toollat.models.base import Rows
 from toollat.models.bounds import DurationBounds
 from toollat.online import OnlineConfig
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 MODEL = "toollat"
 BASELINE_ORDER = ("per_tool_median", "per_command_mean", "global_median")
@@ -103,6 +105,8 @@ def human_gap_distribution(human: pd.DataFrame, levels=LEVELS, min_n: int = 20) 
 
 def human_waits_by_agent(calls: pd.DataFrame) -> pd.DataFrame:
     """``core.timeline.human_waits`` of a calls table with each session's agent: ``gap_s``, ``agent``."""
+    import pandas as pd
+
     human = human_waits(calls)
     agents = calls.drop_duplicates("session_id").set_index("session_id")["agent"]
     return pd.DataFrame({"gap_s": human["gap_s"].to_numpy(dtype=np.float64),
@@ -111,7 +115,7 @@ def human_waits_by_agent(calls: pd.DataFrame) -> pd.DataFrame:
 
 def session_hashes(sessions) -> np.ndarray:
     """63-bit hashes of session ids (what a bundle keeps of its training sessions)."""
-    return np.unique(np.array([session_hash(s) for s in pd.unique(pd.Series(sessions))], dtype=np.uint64))
+    return np.unique(np.array([session_hash(s) for s in {str(s) for s in sessions}], dtype=np.uint64))
 
 
 # -- the fit's steps on a partition of the training calls (toollat.executor runs them) ------------
@@ -234,6 +238,8 @@ class ToolLatencyModel:
         """The fit's first part: the fitted feature pipeline and the training rows, held where the
         executor holds them (``models.base.TrainingData``), with the training sessions' hashes and
         the human waits. ``fit`` goes on from here."""
+        import pandas as pd
+
         from toollat.executor import LocalExecutor
 
         _, fcfg, _, _ = self._checked()
@@ -321,6 +327,8 @@ class ToolLatencyModel:
 
     def predict(self, calls: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
         """``pred_p10_ms`` .. ``pred_p99_ms`` (one per level) and ``pred_p_long``, indexed like ``calls``."""
+        import pandas as pd
+
         pred = self.predict_log(calls, progress=progress)
         out = pd.DataFrame(pred.ms(), columns=prediction_columns(pred.levels), index=calls.index)
         out[P_LONG_COLUMN] = pred.p_long

@@ -16,13 +16,15 @@ import json
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from toollat.core.families import tool_family
-from toollat.core.time import epoch_ms, to_epoch_ms
+from toollat.core.timestamps import epoch_ms, to_epoch_ms
+
+if TYPE_CHECKING:  # tables come in from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 MAX_ARG_CHARS = 65_536   # features.max_arg_chars' default (a bundle without it was trained within it)
 # How deep a call's arguments may nest: the HTTP API refuses deeper ``args`` (422), the features

@@ -16,14 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from toollat.core.time import epoch_ms
+import numpy as np
+
+from toollat.core.timestamps import epoch_ms
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 
 def visible_ms(sessions, groups, emitted_ms: np.ndarray, wall_ms: np.ndarray) -> np.ndarray:
     """When each call's result becomes visible in its session (epoch ms; NaN if it never arrives)."""
+    import pandas as pd
+
     emitted = np.asarray(emitted_ms, dtype=np.float64)
     frame = pd.DataFrame({"s": np.asarray(sessions), "g": pd.Series(groups, dtype=object).fillna("").to_numpy(),
                           "e": emitted})
@@ -31,15 +37,10 @@ def visible_ms(sessions, groups, emitted_ms: np.ndarray, wall_ms: np.ndarray) ->
     return np.maximum(emitted + np.asarray(wall_ms, dtype=np.float64), group_last)
 
 
-def table_visible_ms(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """``(emitted_ms, visible_ms)`` of every call of a canonical calls table."""
-    emitted = epoch_ms(df["emitted_at"])
-    return emitted, visible_ms(df["session_id"].to_numpy(), df["parallel_group"], emitted,
-                               df["wall_ms"].to_numpy(dtype=np.float64))
-
-
 def in_emission_order(labels, emitted_ms: np.ndarray) -> Iterator[np.ndarray]:
     """Row indices of each label (a session, a project), in emission order (ties: row order)."""
+    import pandas as pd
+
     n = len(labels)
     codes, _ = pd.factorize(pd.Series(labels))
     order = np.lexsort((np.arange(n), emitted_ms, codes))
@@ -64,6 +65,8 @@ def events(idx, emitted_ms: np.ndarray, visible: np.ndarray) -> list[tuple[float
 def human_waits(df: pd.DataFrame) -> pd.DataFrame:
     """One row per user turn whose start and the previous turn's end are known (main agent
     only): ``session_id``, ``gap_s`` (clipped at 0). Its first call (earliest emission) names it."""
+    import pandas as pd
+
     if not {"turn_started_at", "prev_turn_ended_at"} <= set(df.columns) or len(df) == 0:
         return pd.DataFrame({"session_id": pd.Series(dtype=object), "gap_s": pd.Series(dtype="float64")})
     emitted = epoch_ms(df["emitted_at"])
@@ -79,4 +82,4 @@ def human_waits(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"session_id": first["session_id"].to_numpy(dtype=object), "gap_s": gap_s})
 
 
-__all__ = ["visible_ms", "table_visible_ms", "in_emission_order", "events", "EMIT", "VISIBLE", "human_waits"]
+__all__ = ["visible_ms", "in_emission_order", "events", "EMIT", "VISIBLE", "human_waits"]

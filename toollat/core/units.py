@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 FLOOR_MS = 10.0
 LONG_S = 60.0

@@ -27,6 +27,9 @@ Fitting is four steps, so that one process and a cluster run the same code
    the training rows' memory; not saved). Rows are taken in a canonical order (text, target),
    so the statistics are the same sums whatever the partitions were.
 4. ``transform(part, folds)`` on each partition: its feature rows, memory out of fold.
+
+The batch methods (survey, finalize, transform) import pandas where they use it; serving (the
+online methods) needs numpy alone.
 """
 from __future__ import annotations
 
@@ -36,10 +39,9 @@ import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
 from toollat.core.call import MAX_ARG_CHARS, Call, bound_args, calls_from_frame, table_projects
@@ -53,6 +55,9 @@ from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHis
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
 from .text import embed_text, exact_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
 
@@ -103,6 +108,8 @@ class Vocab:
     @staticmethod
     def count(values) -> pd.Series:
         """Hash -> how often, of the non-empty strings among ``values`` (a survey's part)."""
+        import pandas as pd
+
         return pd.Series([code(v) for v in values if v], dtype="uint64").value_counts()
 
     @classmethod
@@ -153,6 +160,8 @@ class Survey:
     @classmethod
     def merge(cls, surveys: list["Survey"]) -> "Survey":
         """One survey of all the partitions' calls (step 2)."""
+        import pandas as pd
+
         counts = {n: pd.concat([s.counts[n] for s in surveys]) for n in surveys[0].counts}
         if surveys[0].texts is None:
             return cls(counts)

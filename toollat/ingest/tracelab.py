@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from toollat.core.time import parse_ts_ms
+from toollat.core.timestamps import parse_ts_ms
 
 from .base import ReadContext, Turns, as_int, drive_json_lines, new_row
 from .files import InputFile, decode_line, iter_lines

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-import pandas as pd
 
 from toollat.core.units import LEVELS, LONG_Y, to_ms  # noqa: F401  (re-exported for the models)
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Rows:
 
     def narrow(self) -> pd.DataFrame:
         """What the baselines learn from: ``tool_name``, ``tool_family``, ``command``, ``y``."""
+        import pandas as pd
+
         return pd.DataFrame({"tool_name": self.tool_name, "tool_family": self.tool_family,
                              "command": self.command, "y": self.y})
 

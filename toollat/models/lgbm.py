@@ -10,21 +10,22 @@ predict each group, and from those out-of-fold predictions the model learns
 - the ``p_long`` threshold that maximizes F1 for long calls.
 
 The final boosters are then fit on all training calls. Boosters are saved as LightGBM text
-models (no pickle).
+models (no pickle). Training uses the ``lightgbm`` package; prediction and loading go through
+LightGBM's C library alone (``models/booster.py``), so a process that only predicts never
+imports the package (or the scikit-learn, pandas and scipy it imports).
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightgbm as lgb
 import numpy as np
 
 from toollat.bundle import member
 
 from .base import LEVELS, LONG_Y, BoosterSpec, Prediction, TrainingData, monotone
+from .booster import Booster, RowPredictor
 
 # 300 trees at 0.06 score as 600 at 0.03 here, in half the time
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -73,10 +74,10 @@ class LightGBMQuantile:
         self.seed = seed
         self.long_threshold = 0.5
         self.shifts: dict[str, list[float]] = {}   # family -> shift per level ("*": overall)
-        self.heads: list[lgb.Booster] = []
-        self.long: lgb.Booster | None = None
+        self.heads: list[Booster] = []
+        self.long: Booster | None = None
         self.categorical: list[int] = []
-        self._fast: _SingleRow | None = None
+        self._fast: RowPredictor | None = None
         self._shift_arrays: dict[str, np.ndarray] | None = None
 
     # -- training ---------------------------------------------------------------------------------
@@ -89,7 +90,8 @@ class LightGBMQuantile:
 
     def fit(self, data: TrainingData) -> "LightGBMQuantile":
         """Calibration out of fold (the boosters of the other folds predict each fold's rows),
-        then the boosters on every row; ``data`` boosts where it holds the rows."""
+        then the boosters on every row; ``data`` boosts where it holds the rows (the ``lightgbm``
+        package, in this process or with ``lightgbm.dask``)."""
         self.categorical = data.categorical
         specs = self.specs()
         k = self.calibration_folds
@@ -105,8 +107,9 @@ class LightGBMQuantile:
                 order = np.argsort(row, kind="stable")   # one order whatever held the rows
                 raw, y, families = raw[order], y[order], families[order]
                 self._calibrate(monotone(raw[:, :-1]), raw[:, -1], y, families)
-        boosters = data.boost(specs)
+        boosters = [Booster.of(b) for b in data.boost(specs)]
         self.heads, self.long = boosters[:-1], boosters[-1]
+        self._fast = None
         return self
 
     def _calibrate(self, q: np.ndarray, p: np.ndarray, y: np.ndarray, families: np.ndarray) -> None:
@@ -130,7 +133,7 @@ class LightGBMQuantile:
     def raw_one(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """``raw`` for one row through LightGBM's prepared single-row path (~10x less overhead)."""
         if self._fast is None:
-            self._fast = _SingleRow([*self.heads, self.long], x.shape[-1])
+            self._fast = RowPredictor([Booster.of(b) for b in (*self.heads, self.long)], x.shape[-1])
         out = self._fast.predict(x)
         return out[:-1].reshape(1, -1), float(out[-1])
 
@@ -173,42 +176,8 @@ class LightGBMQuantile:
                 state["calibration_min"], state["threads"], state["seed"])
         if len(state["heads"]) != len(m.levels):
             raise ValueError("lgbm: one head per level expected")
-        m.heads = [lgb.Booster(model_file=str(member(directory, f))) for f in state["heads"]]
-        m.long = lgb.Booster(model_file=str(member(directory, state["long"])))
+        m.heads = [Booster.from_file(member(directory, f)) for f in state["heads"]]
+        m.long = Booster.from_file(member(directory, state["long"]))
         m.long_threshold = float(state["long_threshold"])
         m.shifts = {k: [float(x) for x in v] for k, v in state["shifts"].items()}
         return m
-
-
-class _SingleRow:
-    """LightGBM's ``PredictForMatSingleRowFast`` for a set of boosters: prepared once, then one
-    C call per booster per row, without the Python-side checks of ``Booster.predict``."""
-
-    def __init__(self, boosters: list[lgb.Booster], ncol: int):
-        from lightgbm.basic import _LIB, _safe_call
-
-        self._lib = _LIB
-        self._boosters = boosters  # keep the handles alive
-        self.handles = []
-        for b in boosters:
-            h = ctypes.c_void_p()
-            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                b._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal prediction, all trees
-                ctypes.c_int(0), ctypes.c_int32(ncol), ctypes.c_char_p(b"num_threads=1"), ctypes.byref(h)))
-            self.handles.append(h)
-        self._n = ctypes.c_int64()
-        self._fn = _LIB.LGBM_BoosterPredictForMatSingleRowFast
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        xp = ctypes.c_void_p(x.ctypes.data)  # data_as() would build a ctypes.cast reference cycle per call
-        res = np.empty(len(self.handles))
-        rp = res.ctypes.data
-        for i, h in enumerate(self.handles):
-            if self._fn(h, xp, ctypes.byref(self._n), ctypes.c_void_p(rp + 8 * i)) != 0:
-                raise RuntimeError("LightGBM single-row prediction failed")
-        return res
-
-    def __del__(self) -> None:
-        for h in getattr(self, "handles", []):
-            self._lib.LGBM_FastConfigFree(h)

@@ -1,21 +1,25 @@
-"""Time: the one way toollat reads a timestamp, as epoch milliseconds (float, UTC).
+"""Timestamps: the one way toollat reads a time, as epoch milliseconds (UTC).
 
 - ``parse_ts_ms(text)``: an ISO-8601 string (``...Z`` or with an offset; a naive one is UTC, as
   logs write UTC) -> epoch ms, None if unusable. Ingest reads every log timestamp with it.
-- ``to_epoch_ms(value)``: one value of any kind a caller may send (a number of ms, an ISO
-  string, a ``datetime`` / ``pandas.Timestamp``) -> epoch ms, None if missing or unusable.
+- ``to_epoch_ms(value)``: one value a caller may send (a number of ms, an ISO string, a
+  ``datetime`` / ``pandas.Timestamp``) -> epoch ms, None if missing or unusable.
 - ``epoch_ms(column)``: a datetime column of the canonical table (any unit, tz-aware or naive
   UTC) -> float epoch ms per row, NaN where missing.
+
+Serving needs numpy alone: pandas is imported where a table or a pandas value is read.
 """
 from __future__ import annotations
 
 import math
 import numbers
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def parse_ts_ms(value: Any) -> int | None:
@@ -40,6 +44,8 @@ def to_epoch_ms(v: Any) -> float | None:
     if isinstance(v, str):
         ms = parse_ts_ms(v)
         return float(ms) if ms is not None else None
+    import pandas as pd  # a datetime object from a Python caller: pandas reads every kind exactly
+
     try:
         ts = pd.Timestamp(v)
     except (ValueError, TypeError):
@@ -53,6 +59,8 @@ def to_epoch_ms(v: Any) -> float | None:
 
 def epoch_ms(col: pd.Series) -> np.ndarray:
     """A datetime column as float epoch ms (NaN where missing); naive values are UTC."""
+    import pandas as pd
+
     col = pd.to_datetime(col, utc=True)
     out = np.full(len(col), np.nan)
     mask = col.notna().to_numpy()
