@@ -132,6 +132,9 @@ class ByteLRU:
     def __contains__(self, key) -> bool:
         return key in self._d
 
+    def __getitem__(self, key):
+        return self._d[key]
+
     def __iter__(self):
         return iter(self._d)
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import orjson
 
-from toollat.budget import FLOAT, NDARRAY, ODICT_SLOT, MemoryBudget, keys_bytes, str_bytes, tuple_bytes
+from toollat.budget import FLOAT, NDARRAY, ByteLRU, MemoryBudget, keys_bytes, str_bytes, tuple_bytes
 from toollat.estimator import ToolLatencyModel
 from toollat.core.call import Call
 from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
@@ -91,6 +90,11 @@ class _Pending(NamedTuple):
     project: str | None  # the project store it feeds (None: none)
 
 
+def _session_bytes(key: str, h) -> int:
+    """A session's (or a project's) entry: its key and what its history holds (an upper bound)."""
+    return str_bytes(key) + h.nbytes
+
+
 def _pending_bytes(call_id: str, p: tuple) -> int:
     """Upper bound of what an entry holds besides its table slot (toollat/budget.py); the family is
     an interned name."""
@@ -141,8 +145,11 @@ class Predictor:
         self.level_names = level_names(self.levels)
         self._i50 = self.levels.index(0.5)
         self._i90 = self.levels.index(0.9) if 0.9 in self.levels else len(self.levels) - 1
-        self._sessions: OrderedDict[str, SessionHistory] = OrderedDict()
-        self._pending: OrderedDict[str, tuple] = OrderedDict()   # call id -> _Pending fields as a plain tuple
+        # The stores clients grow, each bounded by its share of the budget in bytes (upper bounds,
+        # toollat/budget.py) and by its entry cap; least recently used out first.
+        self._bound = {k: self.memory.bound(k) for k in ("sessions", "pending", "projects")}
+        self._sessions = ByteLRU(_session_bytes, self._bound["sessions"], self.max_sessions, on_evict=self._evicted)
+        self._pending = ByteLRU(_pending_bytes, self._bound["pending"], self.max_pending)  # call id -> _Pending as a tuple
         self._calibration = _Calibration()
         self._lock = threading.RLock()
         names = self.pipeline.names  # a computed list: read once, not per prediction
@@ -153,14 +160,10 @@ class Predictor:
         online = OnlineConfig.from_dict(model.online)
         self.online = online
         self._uses_projects = self.pipeline.config.project
-        self._projects: OrderedDict[str, ProjectHistory] = OrderedDict()
+        # one project kept whatever its size: it bounds itself (half the share, in _project)
+        self._projects = ByteLRU(_session_bytes, self._bound["projects"], online.max_projects, keep=1)
         self._aci = AdaptiveShift(self.levels, online.aci_step, online.aci_max_shift) if online.aci_step > 0 else None
-        # Bytes (upper bounds, toollat/budget.py) of the stores kept here, and the most entries each
-        # OrderedDict ever held (its table does not shrink, so its slots are charged at that mark).
-        self._bound = {k: self.memory.bound(k) for k in ("sessions", "pending", "projects")}
-        self._bytes = dict.fromkeys(self._bound, 0)
-        self._hw = dict.fromkeys(self._bound, 0)
-        self.pipeline.static_cache_max_bytes = self.memory.bound("feature_cache")
+        self.pipeline.bound_cache(self.memory.bound("feature_cache"))
         embedder = self.pipeline.embedder
         if self.memory.budget_mb is not None and hasattr(embedder, "bound_memory"):
             embedder.bound_memory(self.memory.bound("embedding_cache"))  # a shared embedder takes the last bound
@@ -226,7 +229,7 @@ class Predictor:
         "session_bound_bytes", "stores": {name: {"bytes", "entries", "bound_bytes"}}}``; bytes are
         upper bounds (toollat/budget.py), a bound is null without a budget."""
         with self._lock:
-            stores = {k: (self._store_bytes(k), len(getattr(self, "_" + k))) for k in self._bound}
+            stores = {k: getattr(self, "_" + k).usage() for k in self._bound}
             stores["feature_cache"] = self.pipeline.static_cache_usage()
         usage = getattr(self.pipeline.embedder, "memory_usage", None)
         stores["embedding_cache"] = usage() if usage is not None else (0, 0)
@@ -240,57 +243,29 @@ class Predictor:
                 "stores": {k: {"bytes": int(b), "entries": int(n), "bound_bytes": bound(k)} for k, (b, n) in stores.items()}}
 
     # -- the bounded stores ---------------------------------------------------------------------
-    def _store_bytes(self, store: str) -> int:
-        return self._bytes[store] + self._hw[store] * ODICT_SLOT
-
-    def _entered(self, store: str, n: int) -> None:
-        if n > self._hw[store]:
-            self._hw[store] = n
+    def _evicted(self, sid: str, h: SessionHistory) -> None:
+        self.counts["evicted_sessions"] += 1
 
     def _session(self, sid: str | None) -> SessionHistory | None:
         if sid is None:
             return None
         h = self._sessions.get(sid)
         if h is None:
-            h = self._sessions[sid] = SessionHistory(self.memory.session_bytes)
-            self._bytes["sessions"] += str_bytes(sid) + h.nbytes
-            self._entered("sessions", len(self._sessions))
-            self._evict_sessions()
-        else:
-            self._sessions.move_to_end(sid)
+            h = SessionHistory(self.memory.session_bytes)
+            self._sessions.put(sid, h)
         return h
 
     def _session_grew(self, sid: str, h: SessionHistory, before: int) -> None:
         """Account a change of a session's history; least recently used sessions go past the share."""
-        if self._sessions.get(sid) is h:  # not evicted meanwhile (then its bytes left with it)
-            self._bytes["sessions"] += h.nbytes - before
-            self._evict_sessions()
-
-    def _evict_sessions(self) -> None:
-        while self._sessions and (len(self._sessions) > self.max_sessions
-                                  or self._store_bytes("sessions") > self._bound["sessions"]):
-            sid, h = self._sessions.popitem(last=False)
-            self._bytes["sessions"] -= str_bytes(sid) + h.nbytes
-            self.counts["evicted_sessions"] += 1
+        if self._sessions.peek(sid) is h:  # not evicted meanwhile (then its bytes left with it)
+            self._sessions.grew(sid, h.nbytes - before)
 
     def _add_pending(self, call_id: str, pend: _Pending) -> None:
-        old = self._pending.get(call_id)
-        if old is not None:  # predicted again: the entry is replaced in its place
-            self._bytes["pending"] -= _pending_bytes(call_id, old)
-        self._pending[call_id] = tuple(pend)
-        self._bytes["pending"] += _pending_bytes(call_id, pend)
-        self._entered("pending", len(self._pending))
-        while self._pending and (len(self._pending) > self.max_pending
-                                 or self._store_bytes("pending") > self._bound["pending"]):
-            cid, p = self._pending.popitem(last=False)
-            self._bytes["pending"] -= _pending_bytes(cid, p)
+        self._pending.put(call_id, tuple(pend))   # predicted again: the entry is replaced in its place
 
     def _pop_pending(self, call_id: str) -> _Pending | None:
-        p = self._pending.pop(call_id, None)
-        if p is None:
-            return None
-        self._bytes["pending"] -= _pending_bytes(call_id, p)
-        return _Pending(*p)
+        p = self._pending.pop(call_id)
+        return None if p is None else _Pending(*p)
 
     def _project(self, name: str) -> ProjectHistory:
         """The cross-session store of a project (least recently used dropped past ``max_projects``
@@ -299,19 +274,9 @@ class Predictor:
         if p is None:
             # one project at most half the share: a project flooding new commands drops its own
             # oldest keys before it pushes out every other project
-            p = self._projects[name] = ProjectHistory(max_bytes=self._bound["projects"] / 2)
-            self._bytes["projects"] += str_bytes(name) + p.nbytes
-            self._entered("projects", len(self._projects))
-            self._evict_projects()
-        else:
-            self._projects.move_to_end(name)
+            p = ProjectHistory(max_bytes=self._bound["projects"] / 2)
+            self._projects.put(name, p)
         return p
-
-    def _evict_projects(self) -> None:
-        while len(self._projects) > 1 and (len(self._projects) > self.online.max_projects
-                                           or self._store_bytes("projects") > self._bound["projects"]):
-            name, p = self._projects.popitem(last=False)
-            self._bytes["projects"] -= str_bytes(name) + p.nbytes
 
     # -- predicting ---------------------------------------------------------------------------
     def _fallback(self, call: Call) -> str | None:
@@ -451,9 +416,8 @@ class Predictor:
                 proj = self._project(pend.project)
                 before = proj.nbytes
                 proj.observe(keys, float(latency_ms), is_error)
-                if self._projects.get(pend.project) is proj:
-                    self._bytes["projects"] += proj.nbytes - before
-                    self._evict_projects()
+                if self._projects.peek(pend.project) is proj:
+                    self._projects.grew(pend.project, proj.nbytes - before)
             self.counts["observed"] += 1
             return True
 
@@ -462,8 +426,6 @@ class Predictor:
             self._sessions.clear()
             self._pending.clear()
             self._projects.clear()
-            self._bytes = dict.fromkeys(self._bound, 0)
-            self._hw = dict.fromkeys(self._bound, 0)
             self._calibration = _Calibration()
             if self._aci is not None:
                 self._aci.reset()

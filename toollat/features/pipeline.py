@@ -36,14 +36,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
+from toollat.budget import NDARRAY, TUPLE2, ByteLRU, MemoryBudget, keys_bytes
 from toollat.core.call import MAX_ARG_CHARS, Call, bound_args, calls_from_frame, table_projects
 from toollat.core.hashing import code, digest, session_fold
 from toollat.core.settings import settings
@@ -190,10 +189,7 @@ class FeaturePipeline:
         self.memory: NeighborMemory | None = None
         # Static features of the calls served, by digest (toollat/budget.py: the Predictor sets
         # the bound from its memory budget; an entry is its row and keys, whatever the text's size).
-        self._static_cache: OrderedDict = OrderedDict()
-        self.static_cache_max_bytes = MemoryBudget().bound("feature_cache")
-        self.static_cache_bytes = 0
-        self._static_cache_hw = 0   # most entries ever held: the table does not shrink
+        self._static_cache = ByteLRU(_cache_entry_bytes, MemoryBudget().bound("feature_cache"), keep=1)
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -403,7 +399,6 @@ class FeaturePipeline:
         ck = self.static_key(call)
         hit = self._static_cache.get(ck)
         if hit is not None:
-            self._static_cache.move_to_end(ck)
             return hit
         num, cats = self._args(call)
         parts = [np.array(self._encode_static(call, num, cats), dtype=np.float64)]
@@ -415,18 +410,17 @@ class FeaturePipeline:
             if c.memory:
                 parts.append(self.memory.query(self._memory_vectors(vec))[0])
         hit = (np.concatenate(parts).astype(np.float32), _keys(call, cats))
-        self._static_cache[ck] = hit
-        self.static_cache_bytes += _cache_entry_bytes(ck, hit)
-        if len(self._static_cache) > self._static_cache_hw:
-            self._static_cache_hw = len(self._static_cache)
-        while self.static_cache_bytes + self._static_cache_hw * ODICT_SLOT > self.static_cache_max_bytes \
-                and len(self._static_cache) > 1:
-            self.static_cache_bytes -= _cache_entry_bytes(*self._static_cache.popitem(last=False))
+        self._static_cache.put(ck, hit)
         return hit
+
+    def bound_cache(self, max_bytes: float) -> None:
+        """Hold at most ``max_bytes`` of cached static features (the Predictor's budget share)."""
+        self._static_cache.max_bytes = max_bytes
+        self._static_cache.evict()
 
     def static_cache_usage(self) -> tuple[int, int]:
         """(bytes, entries) of the feature cache: an upper bound (toollat/budget.py)."""
-        return self.static_cache_bytes + self._static_cache_hw * ODICT_SLOT, len(self._static_cache)
+        return self._static_cache.usage()
 
     def online_row(self, call: Call, history: SessionHistory | None, now_ms: float | None,
                    project: ProjectHistory | None = None) -> tuple[np.ndarray, tuple]:
