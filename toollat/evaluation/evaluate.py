@@ -3,9 +3,9 @@
 
 ``report(...)`` (``evaluation.report``) returns ``{"n": int, "models": {name: metrics},
 "per_family": {name: {family: metrics}}}``; model names are ``toollat``, ``per_tool_median``,
-``per_command_mean`` and ``global_median``. ``evaluate`` treats every call of the data as unseen (each session replayed
-from an empty history); ``held_out`` and ``leave_one_source_out`` fit a fresh model per split,
-so training and the experiments evaluate the same way.
+``per_command_mean`` and ``global_median``. ``evaluate`` treats every call of the data as unseen
+(each session replayed from an empty history); ``held_out`` and ``leave_one_source_out`` fit a
+fresh model per split (on any executor), so training and the experiments evaluate the same way.
 """
 from __future__ import annotations
 

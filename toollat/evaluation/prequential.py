@@ -2,10 +2,10 @@
 across all its sessions, predicted by a ``Predictor`` when it is emitted and observed when its
 result becomes visible, so whatever the Predictor learns while serving (session history, the
 cross-session project memory, adaptive conformal shifts) counts, and nothing from the future
-does. Results become visible by ``core.timeline``'s rule, and what each teaches the Predictor is
-the model's target (``core.units.history_ms``), as in training. The baselines are scored on the same calls: ``per_command_mean`` learns online too (its
-running means take each result as it arrives), the medians are static. Same report shape as
-``evaluate``.
+does. Results become visible by ``core.timeline``'s rule, and what each teaches the Predictor
+is the model's target (``core.units.history_ms``), as in training. The baselines are scored on
+the same calls: ``per_command_mean`` learns online too (its running means take each result as
+it arrives), the medians are static. Same report shape as ``evaluate``.
 """
 from __future__ import annotations
 
