@@ -114,8 +114,9 @@ def test_a_dask_dataframe_is_featurized_alike(small_split, client, tmp_path):
     train, _ = small_split
     cfg = small_config(features={**asdict(FeatureConfig()), "embedder": "static", "max_arg_chars": 300})
     (tmp_path / "calls").mkdir()
-    for k, part in enumerate(np.array_split(train.sample(frac=1.0, random_state=0), 3)):
-        part.to_parquet(tmp_path / "calls" / f"part-{k}.parquet")
+    shuffled = train.sample(frac=1.0, random_state=0)
+    for k in range(3):
+        shuffled.iloc[k::3].to_parquet(tmp_path / "calls" / f"part-{k}.parquet")
     frame = dd.read_parquet(str(tmp_path / "calls"))
     assert frame.npartitions == 3
     _, local, _, _ = ToolLatencyModel.from_config(cfg).training_rows(train)

@@ -54,8 +54,12 @@ class DaskExecutor:
 
     def partition(self, calls, keys: Callable[[pd.DataFrame], np.ndarray]) -> list:
         if not isinstance(calls, pd.DataFrame):   # a Dask DataFrame (e.g. dd.read_parquet): shuffled on the workers
-            keyed = calls.assign(__key=calls.map_partitions(lambda p: pd.Series(keys(p), index=p.index, dtype=object),
-                                                           meta=("__key", object)))
+            # a call's key depends on its session alone: worked out from the distinct sessions
+            # (with their projects and sources), a small table, then mapped onto every call
+            cols = [c for c in ("session_id", "project", "source") if c in calls.columns]
+            links = calls[cols].drop_duplicates().compute()
+            key_of = dict(zip(links["session_id"].tolist(), keys(links).tolist()))
+            keyed = calls.assign(__key=calls["session_id"].map(key_of, meta=("session_id", object)))
             whole = keyed.shuffle("__key", npartitions=calls.npartitions).map_partitions(_in_table_order)
             return whole.to_delayed()
         n = max(len(self.client.nthreads()), 1) * self.partitions_per_worker

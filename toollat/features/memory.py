@@ -28,6 +28,15 @@ class NeighborMemory:
         self.mean = np.zeros(0)
         self.var = np.zeros(0)
         self.long = np.zeros(0)
+        self._t64: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_t64": None}   # shipped without the float64 copy (made on first query)
+
+    def _vecs_t64(self) -> np.ndarray:
+        if self._t64 is None or self._t64.shape[1] != len(self.vecs):
+            self._t64 = np.ascontiguousarray(self.vecs.T, dtype=np.float64)
+        return self._t64
 
     @classmethod
     def build(cls, vecs: np.ndarray, groups: np.ndarray, y: np.ndarray, k: int = 10, temperature: float = 0.05) -> "NeighborMemory":
@@ -56,7 +65,9 @@ class NeighborMemory:
             return out
         k = min(self.k, len(self))
         for start in range(0, m, chunk):
-            sims = q[start:start + chunk] @ self.vecs.T
+            # in float64, so a query's similarities do not depend on the batch it came in (the
+            # BLAS kernel, and the float32 rounding, change with the batch's shape)
+            sims = q[start:start + chunk].astype(np.float64) @ self._vecs_t64()
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(sims), 1))
             top = np.take_along_axis(sims, idx, axis=1)
             order = np.argsort(-top, axis=1)

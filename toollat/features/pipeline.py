@@ -232,7 +232,9 @@ class FeaturePipeline:
         return self.embedder.encode(texts, progress=progress)
 
     def _project(self, vecs: np.ndarray, dims: int) -> np.ndarray:
-        return (vecs - self.pca_mean) @ self.pca_components[:dims].T
+        # in float64: float32 products came out a bit different for the same row in a batch of
+        # another size (BLAS picks its kernel by shape), and so did a partition's rows on a cluster
+        return (vecs.astype(np.float64) - self.pca_mean) @ self.pca_components[:dims].T.astype(np.float64)
 
     def _memory_vectors(self, vecs: np.ndarray) -> np.ndarray:
         d = self.config.memory_dims
@@ -243,12 +245,28 @@ class FeaturePipeline:
 
     # -- fitting (module docstring) ---------------------------------------------------------
     def partition_keys(self, df: pd.DataFrame) -> np.ndarray:
-        """What a partition of training calls must hold whole: sessions (the session context
-        replays each alone), or projects with ``project`` features (the project history
-        replays a project's sessions together)."""
-        if self.config.project:
-            return np.array([p or "" for p in table_projects(df)], dtype=object)
-        return df["session_id"].to_numpy()
+        """What a partition of training calls must hold whole, as a key per call: its session
+        (the session context replays each session alone); with ``project`` features, the group
+        of sessions and projects linked by a call (the project history replays a project's
+        sessions together, and a session can work in several projects). A call's key depends on
+        its session alone."""
+        sessions = df["session_id"].to_numpy()
+        if not self.config.project:
+            return sessions
+        parent: dict = {}
+
+        def root(x):
+            parent.setdefault(x, x)
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for s, p in set(zip(sessions.tolist(), table_projects(df))):
+            a, b = root(("s", s)), root(("p", p or ""))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        return np.array([repr(root(("s", s))) for s in sessions.tolist()], dtype=object)
 
     def survey(self, df: pd.DataFrame, progress: bool = False) -> Survey:
         """Step 1 for a partition of training calls."""
