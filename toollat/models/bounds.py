@@ -68,9 +68,12 @@ class DurationBounds:
     def apply(self, levels, quantiles_log: np.ndarray, lo_s: np.ndarray, hi_s: np.ndarray) -> np.ndarray:
         """Quantiles (log10 s) within the bounds; an upper bound wins over a lower one."""
         q = np.array(quantiles_log, dtype=np.float64, copy=True)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):
             lo = np.log10(np.maximum(lo_s, 1e-12))
             hi = np.log10(hi_s)
+            # a bound read back in seconds is the bound itself, not one rounding step past it
+            lo = np.where(10.0 ** lo < lo_s, np.nextafter(lo, np.inf), lo)
+            hi = np.where(10.0 ** hi > hi_s, np.nextafter(hi, -np.inf), hi)
         has_lo = lo_s > 0
         q[has_lo] = np.maximum(q[has_lo], lo[has_lo, None])
         capped = np.asarray(levels) <= UPPER_LEVEL_MAX

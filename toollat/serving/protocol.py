@@ -19,6 +19,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from toollat.budget import MemoryBudget
+from toollat.core.settings import settings
 
 
 @dataclass(frozen=True)
