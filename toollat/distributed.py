@@ -95,10 +95,7 @@ def _frame(rows: Rows, names: list[str]) -> pd.DataFrame:
 
 
 def _meta(names: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({**{n: pd.Series(dtype="float32") for n in names}, "__y": pd.Series(dtype="float64"),
-                         "__family": pd.Series(dtype="object"), "__tool": pd.Series(dtype="object"),
-                         "__command": pd.Series(dtype="uint64"), "__session": pd.Series(dtype="uint64"),
-                         "__row": pd.Series(dtype="uint64")})
+    return _frame(Rows.empty(len(names)), names)   # the features as one float32 block, as on the workers
 
 
 def _outside(frame: pd.DataFrame, fold: int, k: int) -> pd.DataFrame:
