@@ -195,6 +195,9 @@ class ToolLatencyModel:
     def fit(self, calls: pd.DataFrame, progress: bool = False) -> "ToolLatencyModel":
         """Learn from a canonical calls table. Features see every call (the session context
         needs them); the model and baselines learn the in-scope calls with a known target."""
+        from toollat.extras import require
+
+        require("data", "ToolLatencyModel.fit")
         levels, fcfg, spec, _ = self._checked()
         started = time.perf_counter()
         pipeline = FeaturePipeline(fcfg, self._embedder(fcfg) if fcfg.uses_text else None, target=self.target)
