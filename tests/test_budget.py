@@ -214,20 +214,19 @@ def test_byte_lru_keeps_its_bounds_and_evicts_least_recently_used_first():
     from toollat.budget import ODICT_SLOT, ByteLRU
 
     gone = []
-    lru = ByteLRU(lambda k, v: v[0], max_bytes=4 * ODICT_SLOT + 500, max_entries=3, keep=1,
-                  on_evict=lambda k, v: gone.append(k))
+    lru = ByteLRU(4 * ODICT_SLOT + 500, lambda k, v: v[0], max_entries=3, keep=1, on_evict=lambda k, v: gone.append(k))
     for k in "abc":
         lru.put(k, [100])
     assert lru.get("a") == [100]                    # a is now the most recently used
     lru.put("d", [100])                             # 4 entries > 3: b, the least recently used, goes
     assert gone == ["b"] and list(lru) == ["c", "a", "d"]
     lru.put("c", [200])                             # replaced in place: 400 bytes of entries
-    assert list(lru) == ["c", "a", "d"] and lru.nbytes == 400
+    assert list(lru) == ["c", "a", "d"] and lru.nbytes == 400 + 4 * ODICT_SLOT
     a = lru.peek("a")
     a[0] += 150                                     # an entry grows in place and says so
     lru.grew("a", 150)                              # 550 + 4 slots > the bound: c goes
     assert gone == ["b", "c"] and lru.usage() == (ODICT_SLOT * 4 + 350, 2)
-    assert lru.pop("a") == [250] and lru.nbytes == 100 and lru.pop("a") is None
+    assert lru.pop("a") == [250] and lru.nbytes == 100 + 4 * ODICT_SLOT and lru.pop("a") is None
     lru.put("huge", [10_000])                       # larger than the bound alone: kept (keep=1), d goes
     assert list(lru) == ["huge"] and gone[-1] == "d"
     lru.clear()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,27 +104,27 @@ DEFAULT_SESSION_BYTES = MemoryBudget().session_bytes
 
 
 class ByteLRU:
-    """A store bounded in bytes and entries, least recently used first out: what every store that
-    clients grow is (sessions, pending calls, project stores, the feature cache).
+    """A store bounded in bytes (and entries), least recently used first out: every store that
+    clients grow is one (sessions, pending calls, project stores, the feature and text caches).
 
     ``size(key, value)`` is an entry's bytes (an upper bound, this module's overheads); an entry
     that grows in place says so with ``grew``. The table's slots are charged at the most entries
-    it ever held (``ODICT_SLOT`` each: an OrderedDict's table does not shrink). Past
-    ``max_bytes`` or ``max_entries`` the least recently used entries go, down to ``keep``
-    entries (1: one entry larger than the bound stays rather than none), each passed to
-    ``on_evict``. Not thread-safe (its owner locks around it)."""
+    it ever held (``ODICT_SLOT`` each: an OrderedDict's table does not shrink): ``nbytes`` is
+    the whole upper bound. Past ``max_bytes`` or ``max_entries`` the least recently used entries
+    go, down to ``keep`` entries (1, the default: one entry larger than the bound stays rather
+    than none), each passed to ``on_evict``. Not thread-safe (its owner locks around it)."""
 
-    __slots__ = ("_d", "size", "max_bytes", "max_entries", "keep", "on_evict", "nbytes", "_hw")
+    __slots__ = ("_d", "_size", "max_bytes", "max_entries", "keep", "on_evict", "_bytes", "_hw")
 
-    def __init__(self, size, max_bytes: float = float("inf"), max_entries: float = float("inf"), keep: int = 0,
-                 on_evict=None):
+    def __init__(self, max_bytes: float, size: Callable[[Any, Any], int], max_entries: float = float("inf"),
+                 keep: int = 1, on_evict: Callable[[Any, Any], None] | None = None):
         self._d: OrderedDict = OrderedDict()
-        self.size = size
+        self._size = size
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.keep = keep
         self.on_evict = on_evict
-        self.nbytes = 0      # the entries' bytes, without the table's slots
+        self._bytes = 0      # the entries' bytes, without the table's slots
         self._hw = 0         # most entries ever held
 
     def __len__(self) -> int:
@@ -153,9 +154,9 @@ class ByteLRU:
         """Add or replace (a replaced entry keeps its place), then evict what is over the bounds."""
         old = self._d.get(key)
         if old is not None:
-            self.nbytes -= self.size(key, old)
+            self._bytes -= self._size(key, old)
         self._d[key] = value
-        self.nbytes += self.size(key, value)
+        self._bytes += self._size(key, value)
         if len(self._d) > self._hw:
             self._hw = len(self._d)
         self.evict()
@@ -164,35 +165,36 @@ class ByteLRU:
         v = self._d.pop(key, None)
         if v is None:
             return default
-        self.nbytes -= self.size(key, v)
+        self._bytes -= self._size(key, v)
         return v
 
     def grew(self, key, delta: int) -> None:
         """An entry's bytes changed in place by ``delta``; evict what is over the bounds."""
         if key in self._d:
-            self.nbytes += delta
+            self._bytes += delta
             self.evict()
 
     @property
-    def bytes(self) -> int:
+    def nbytes(self) -> int:
         """An upper bound of what the store holds: its entries and its table's slots."""
-        return self.nbytes + self._hw * ODICT_SLOT
+        return self._bytes + self._hw * ODICT_SLOT
 
     def evict(self) -> None:
         d = self._d
-        while len(d) > self.keep and (len(d) > self.max_entries or self.bytes > self.max_bytes):
+        while len(d) > self.keep and (len(d) > self.max_entries or self.nbytes > self.max_bytes):
             key, value = d.popitem(last=False)
-            self.nbytes -= self.size(key, value)
+            self._bytes -= self._size(key, value)
             if self.on_evict is not None:
                 self.on_evict(key, value)
 
     def clear(self) -> None:
         self._d.clear()
-        self.nbytes = 0
+        self._bytes = 0
         self._hw = 0
 
     def usage(self) -> tuple[int, int]:
         """(bytes, entries)."""
-        return self.bytes, len(self._d)
+        return self.nbytes, len(self._d)
+
 
 __all__ = ["ByteLRU", "MemoryBudget", "STORES"]

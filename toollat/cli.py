@@ -54,6 +54,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _needs(extra: str, what: str) -> None:
+    """One line naming the extra to install when a command's extra is missing (toollat/extras.py)."""
+    from toollat.extras import MissingExtra, require
+
+    try:
+        require(extra, what)
+    except MissingExtra as e:
+        fail(str(e))
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path] | None, typer.Argument(help="Log files or directories (any supported format, .gz ok).")] = None,
@@ -65,6 +75,7 @@ def ingest(
     dask: Annotated[str | None, typer.Option("--dask", help="Read the files on a Dask cluster: tcp://HOST:PORT, or local[:N] for N local worker processes. --out is then a directory (one Parquet file per source).")] = None,
 ) -> None:
     """Read agent logs into the canonical calls table (Parquet) and say what was read and skipped."""
+    _needs("dask" if dask is not None else "data", "toollat ingest --dask" if dask is not None else "toollat ingest")
     from toollat.ingest import ingest as run_ingest, write_calls
     from toollat.ingest.local import find_local_logs, local_log_dirs
 
@@ -145,10 +156,11 @@ def _data(paths: list[Path], progress: bool):
 def _model(model: str):
     from toollat.bundle import BundleError
     from toollat.estimator import ToolLatencyModel
+    from toollat.extras import MissingExtra
 
     try:
         return ToolLatencyModel.load(model)
-    except BundleError as e:
+    except (BundleError, MissingExtra) as e:
         fail(str(e))
 
 
@@ -177,6 +189,7 @@ def evaluate(
     online: Annotated[bool, typer.Option("--online", help="Prequential: every call in time order, predicted before and observed after its result.")] = False,
 ) -> None:
     """Score a model and the baselines side by side on calls it never saw."""
+    _needs("data", "toollat evaluate")
     from toollat.evaluation.evaluate import evaluate as run_evaluate
     from toollat.evaluation.prequential import evaluate_online
     from toollat.jsonio import dumps
@@ -250,6 +263,7 @@ def serve(
     allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="Host name accepted besides loopback and --host (repeatable).")] = None,
 ) -> None:
     """Serve predictions over HTTP (OpenAPI at /docs)."""
+    _needs("serve", "toollat serve")
     from dataclasses import replace
 
     from toollat.predictor import Predictor
@@ -288,6 +302,7 @@ def simulate(
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
     """Replay the data's tool and human gaps under KV-cache policies: what the predictions are worth."""
+    _needs("data", "toollat simulate")
     from toollat.predictor import Predictor
     from toollat.simulation.replay import simulate_bundle
 
@@ -342,6 +357,7 @@ def replay(
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
     """Replay many sessions at once against a fixed GPU KV pool: hit rate per eviction policy and pool size."""
+    _needs("data", "toollat replay")
     from toollat.predictor import Predictor
     from toollat.simulation.pool import plot_pools, replay_bundle
     from toollat.simulation.replay import _log_to_active_mlflow_run

@@ -219,6 +219,9 @@ class ToolLatencyModel:
         partitions hold whole sessions). Features see every call (the session context needs
         them); the model and baselines learn the in-scope calls with a known target.
         ``executor``: where the steps run (``toollat.executor``; default this process)."""
+        from toollat.extras import require
+
+        require("data", "ToolLatencyModel.fit")
         levels, _, spec, _ = self._checked()
         started = time.perf_counter()
         pipeline, data, sessions, human = self.training_rows(calls, executor, progress)

@@ -148,8 +148,8 @@ class Predictor:
         # The stores clients grow, each bounded by its share of the budget in bytes (upper bounds,
         # toollat/budget.py) and by its entry cap; least recently used out first.
         self._bound = {k: self.memory.bound(k) for k in ("sessions", "pending", "projects")}
-        self._sessions = ByteLRU(_session_bytes, self._bound["sessions"], self.max_sessions, on_evict=self._evicted)
-        self._pending = ByteLRU(_pending_bytes, self._bound["pending"], self.max_pending)  # call id -> _Pending as a tuple
+        self._sessions = ByteLRU(self._bound["sessions"], _session_bytes, self.max_sessions, keep=0, on_evict=self._evicted)
+        self._pending = ByteLRU(self._bound["pending"], _pending_bytes, self.max_pending, keep=0)  # call id -> _Pending as a tuple
         self._calibration = _Calibration()
         self._lock = threading.RLock()
         names = self.pipeline.names  # a computed list: read once, not per prediction
@@ -161,12 +161,16 @@ class Predictor:
         self.online = online
         self._uses_projects = self.pipeline.config.project
         # one project kept whatever its size: it bounds itself (half the share, in _project)
-        self._projects = ByteLRU(_session_bytes, self._bound["projects"], online.max_projects, keep=1)
+        self._projects = ByteLRU(self._bound["projects"], _session_bytes, online.max_projects)
         self._aci = AdaptiveShift(self.levels, online.aci_step, online.aci_max_shift) if online.aci_step > 0 else None
         self.pipeline.bound_cache(self.memory.bound("feature_cache"))
+        # the embedding share holds what call texts' embeddings gave: the pipeline's per-text
+        # features, and an embedder's own vectors where it keeps them (MiniLM), half each then
         embedder = self.pipeline.embedder
-        if self.memory.budget_mb is not None and hasattr(embedder, "bound_memory"):
-            embedder.bound_memory(self.memory.bound("embedding_cache"))  # a shared embedder takes the last bound
+        own = hasattr(embedder, "bound_memory")
+        self.pipeline.text_cache.max_bytes = self.memory.bound("embedding_cache") / (2 if own else 1)
+        if self.memory.budget_mb is not None and own:
+            embedder.bound_memory(self.memory.bound("embedding_cache") / 2)  # a shared embedder takes the last bound
 
     @classmethod
     def load(cls, name_or_path: str | Path = "default", embedder: Embedder | None = None, **kw) -> "Predictor":
@@ -232,7 +236,10 @@ class Predictor:
             stores = {k: getattr(self, "_" + k).usage() for k in self._bound}
             stores["feature_cache"] = self.pipeline.static_cache_usage()
         usage = getattr(self.pipeline.embedder, "memory_usage", None)
-        stores["embedding_cache"] = usage() if usage is not None else (0, 0)
+        vectors = usage() if usage is not None else (0, 0)
+        with self._lock:
+            texts = self.pipeline.text_cache.usage()
+        stores["embedding_cache"] = (vectors[0] + texts[0], vectors[1] + texts[1])
 
         def bound(k: str) -> int | None:
             b = self.memory.bound(k)
