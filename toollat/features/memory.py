@@ -34,9 +34,10 @@ class NeighborMemory:
         return {**self.__dict__, "_t64": None}   # shipped without the float64 copy (made on first query)
 
     def _vecs_t64(self) -> np.ndarray:
-        if self._t64 is None or self._t64.shape[1] != len(self.vecs):
-            self._t64 = np.ascontiguousarray(self.vecs.T, dtype=np.float64)
-        return self._t64
+        """The vectors in float64, transposed (a view: every query multiplies the same layout)."""
+        if self._t64 is None or len(self._t64) != len(self.vecs):
+            self._t64 = self.vecs.astype(np.float64)
+        return self._t64.T
 
     @classmethod
     def build(cls, vecs: np.ndarray, groups: np.ndarray, y: np.ndarray, k: int = 10, temperature: float = 0.05) -> "NeighborMemory":
