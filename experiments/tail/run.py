@@ -4,8 +4,8 @@ model fit on the other four, for every variant in ``VARIANTS`` and seed in ``SEE
 figures issue 19 must hold, for toollat and the baselines. Writes results.md and results.json.
 
 A unit of work is one (variant, seed, held-out source): one fit, its batch and prequential
-predictions saved under ``.cache/`` (git-ignored) as soon as they exist. A run stops starting
-new units after ``--budget-min`` minutes and writes what it has; the next run resumes with the
+predictions saved under ``.cache/`` (git-ignored) as soon as they exist. A run starts no unit it
+expects to end after ``--budget-min`` minutes (the slowest unit so far) and writes what it has; the next run resumes with the
 units still missing. ``--quick``: a fifth of the sessions, one seed, smaller models (its own
 cache and results under ``.cache/quick/``).
 """
@@ -211,7 +211,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a fifth of the sessions, one seed, smaller models")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
-    ap.add_argument("--budget-min", type=float, default=14.0, help="start no unit after this many minutes")
+    ap.add_argument("--budget-min", type=float, default=14.0,
+                    help="start no unit that would end after this many minutes (by the slowest unit so far)")
     ap.add_argument("--fresh", action="store_true", help="drop this mode's saved units first")
     args = ap.parse_args()
     started = time.perf_counter()
@@ -229,12 +230,16 @@ def main() -> int:
     todo = [(v, s, src) for v in args.variants for s in seeds for src in sources
             if not unit_path(cache, v, s, src).is_file()]
     print(f"{len(df):,} calls, {len(sources)} sources; {len(todo)} units to run", flush=True)
+    done_s = [float(np.load(p)["seconds"].sum()) for p in (cache / "units").rglob("*.npz")]
     for i, (v, seed, src) in enumerate(todo):
-        if time.perf_counter() - started > args.budget_min * 60:
-            print(f"budget of {args.budget_min:g} min spent: {len(todo) - i} units left; rerun to resume", flush=True)
+        # the next unit is expected to take as long as the slowest so far (folds differ in size)
+        expect = max(done_s, default=0.0)
+        if time.perf_counter() - started + expect > args.budget_min * 60:
+            print(f"budget of {args.budget_min:g} min reached: {len(todo) - i} units left; rerun to resume", flush=True)
             break
         over = VARIANTS[v] + (QUICK_OVERRIDES if args.quick else [])
         sec = run_unit(df, masks[src], over, seed, unit_path(cache, v, seed, src))
+        done_s.append(sum(sec.values()))
         print(f"[{i + 1}/{len(todo)}] {v} seed {seed} held out {src}: fit {sec['fit']:.0f} s, batch {sec['batch']:.0f} s, "
               f"prequential {sec['prequential']:.0f} s ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
     results = {v: {mode: {s: pooled(cache, v, s, sources, mode) for s in seeds} for mode in MODES} for v in args.variants}
@@ -244,7 +249,7 @@ def main() -> int:
             "quick": args.quick, "unit_seconds": unit_seconds,
             "complete": "complete" if not missing else f"INCOMPLETE: {missing} units missing (rerun to resume)"}
     out_dir = cache if args.quick else HERE
-    (out_dir / "results.json").write_text(dumps({"meta": meta, "variants": VARIANTS, "results": results}))
+    (out_dir / "results.json").write_text(dumps({"meta": meta, "variants": VARIANTS, "results": results}, indent=False))
     print(write_md(results, meta, out_dir / "results.md"))
     return 0 if not missing else 3
 

@@ -5,9 +5,10 @@
 metrics}}, "decision": {...}}``; model names are ``toollat``, ``per_tool_median``,
 ``per_command_mean`` and ``global_median``. ``decision`` states what ``decision_cost`` is
 measured in, the hint costs, the fair per-tool policy (``per_tool_median``'s quantiles through
-the same hint rule) and the oracle's cost on the same calls. ``evaluate`` treats every call of the data as unseen (each session replayed
-from an empty history); ``held_out`` and ``leave_one_source_out`` fit a fresh model per split,
-so training and the experiments evaluate the same way.
+the same hint rule) and the oracle's cost on the same calls. ``evaluate`` treats every call of
+the data as unseen (each session replayed from an empty history); ``held_out`` and
+``leave_one_source_out`` fit a fresh model per split, so training and the experiments evaluate
+the same way.
 """
 from __future__ import annotations
 
