@@ -38,6 +38,7 @@ def test_cluster_ingest_equals_single_process(client, slice_paths, tmp_path):
     a = single.to_pandas().sort_values("call_id").reset_index(drop=True)
     b = table.to_pandas().sort_values("call_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+    assert a.exec_started_at.notna().sum() == 9  # agentv's Claude Code Bash calls with bash_progress records
     assert single.report.duplicates_dropped > 1000  # forked-session copies (across groups) and the TraceLab ones
     d1, d2 = single.report.to_dict(), report.to_dict()
     for d in (d1, d2):

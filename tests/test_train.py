@@ -62,7 +62,7 @@ def test_run_exports_a_bundle_and_logs_to_mlflow(trained):
     assert any(k.startswith("family.shell.") for k in run.data.metrics)
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/predicted_vs_actual.png", "plots/quantile_calibration.png",
-                     "plots/per_family_error.png", "plots/long_call_pr.png"}
+                     "plots/per_family_error.png", "plots/long_call_pr.png", "plots/p_long_reliability.png"}
     assert any(a.path == "bundle/card.json" for a in client.list_artifacts(run.info.run_id, "bundle"))
 
 
@@ -76,7 +76,9 @@ def test_evaluate_json_contract(trained, corpus):
     assert isinstance(out["n"], int) and out["n"] > 1000
     assert set(out["models"]) == {"toollat", "per_tool_median", "per_command_mean", "global_median"}
     for metrics in out["models"].values():
-        assert {"mae_log10", "within_2x", "spearman", "coverage_p90", "long_pr_auc", "weighted_mae_log10"} <= set(metrics)
+        assert {"mae_log10", "within_2x", "spearman", "coverage_p90", "long_pr_auc", "weighted_mae_log10",
+                "long_pr_auc_30s", "p_long_ece", "decision_cost", "decision_gap_closed"} <= set(metrics)
+    assert out["decision"]["fair_policy"] == "per_tool_median" and out["decision"]["oracle_cost"] >= 0
 
 
 def test_unknown_experiment_is_a_clear_error(tmp_path):

@@ -210,6 +210,8 @@ def evaluate(
         out = Console(width=max(Console().width, 100))
         out.print(f"model {m.card_.get('name')} ({m.version_}); scope {result['scope']}")
         out.print(metrics_table("unseen calls" if not n_seen or exclude_seen else "calls (some seen in training)", result))
+        d = result["decision"]
+        out.print(f"decision_cost: {d['unit']}; the oracle's {d['oracle_cost']:.3f}; decision_gap_closed against {d['fair_policy']}")
 
 
 @app.command()
@@ -340,7 +342,7 @@ def simulate(
     out.print("[bold]headline[/bold] (* = best static TTL): " + ", ".join(
         f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()
         if k in ("best_static_ttl_s", "hit_rate_static", "hit_rate_toollat", "hit_rate_oracle",
-                 "gap_closed_at_equal_storage", "storage_ratio_at_equal_hit_rate")))
+                 "gap_closed_at_equal_storage", "storage_ratio_at_equal_hit_rate", "decision_gap_closed")))
     if plot is not None:
         out.print(f"plot: {plot}")
 

@@ -151,3 +151,50 @@ def plan_costs(levels, values_ms: np.ndarray, costs: HintCosts = HintCosts()) ->
                     "keep_ttl_ms": float(max(t[i, 1 + k[i] // 2] * 1000.0, costs.min_ttl_ms)),
                     "keep_then": "drop" if k[i] % 2 else "offload", "chosen": chosen})
     return out
+
+
+# -- what a decision cost once the duration is known (evaluation's decision metrics, simulate's headline) --
+def _realized(ttl_ms: np.ndarray, wall_ms: np.ndarray, costs: HintCosts) -> np.ndarray:
+    """Every plan costed on a known duration by ``toollat.hints``' own plan arithmetic: a
+    distribution with all its mass on ``wall_ms`` (levels (0, 1): the first value has
+    probability 0, the second 1, the tail above it 0), whose candidate TTLs are then 0,
+    ``ttl_ms`` and ``wall_ms``. Returns (calls, 3 TTLs, then offload | then drop)."""
+    values = np.column_stack([np.asarray(ttl_ms, dtype=np.float64), np.asarray(wall_ms, dtype=np.float64)])
+    cost, _ = _plan_costs((0.0, 1.0), values, costs)
+    return cost
+
+
+def decision_costs(levels, quantiles_ms: np.ndarray, wall_ms: np.ndarray, costs: HintCosts = HintCosts()) -> np.ndarray:
+    """Per call, the GPU-hold seconds that the hint decided from its predicted quantiles (ms,
+    rows) costs on the realized duration ``wall_ms``: keep for the hint's TTL (then offload or
+    drop), offload now, or drop now, exactly as ``toollat.hints.decide_plans`` chooses them."""
+    q = np.sort(np.asarray(quantiles_ms, dtype=np.float64), axis=1)  # crossed heads: as the simulator reads them
+    wall = np.maximum(np.asarray(wall_ms, dtype=np.float64), 0.0)
+    if len(wall) == 0:
+        return np.zeros(0)
+    actions, ttl_ms, then = decide_plans(levels, q, costs)
+    act = np.asarray(actions)
+    keep = act == "keep"
+    cost = _realized(np.where(keep, ttl_ms, 0.0), wall, costs)
+    rows = np.arange(len(wall))
+    then_drop = np.asarray([t == "drop" for t in then])
+    return np.where(keep, cost[rows, 1, then_drop.astype(np.int64)],
+                    np.where(act == "offload", cost[rows, 0, 0], cost[rows, 0, 1]))
+
+
+def oracle_costs(wall_ms: np.ndarray, costs: HintCosts = HintCosts()) -> np.ndarray:
+    """Per call, the cheapest plan knowing the duration: keep exactly as long as it lasts,
+    offload now, or drop now (the same plan arithmetic, the least of every plan)."""
+    wall = np.maximum(np.asarray(wall_ms, dtype=np.float64), 0.0)
+    if len(wall) == 0:
+        return np.zeros(0)
+    return _realized(wall, wall, costs).reshape(len(wall), -1).min(axis=1)
+
+
+def decision_gap_closed(model_cost: float, fair_cost: float, oracle_cost: float) -> float:
+    """(fair − model) / (fair − oracle): the share of the fair per-tool policy's excess over the
+    oracle that the model's decisions remove. NaN when the fair policy is already the oracle."""
+    gap = fair_cost - oracle_cost
+    if not np.isfinite(gap) or gap <= 1e-12 or not np.isfinite(model_cost):
+        return float("nan")
+    return float((fair_cost - model_cost) / gap)

@@ -210,6 +210,7 @@ def _log_plots(tracker, y_ms, preds, calls, held) -> None:
         "plots/quantile_calibration.png": plots.calibration(y_ms, model_pred, calls["tool_family"].to_numpy()),
         "plots/per_family_error.png": plots.family_error({n: held["per_family"][n] for n in (MODEL, "per_tool_median")}),
         "plots/long_call_pr.png": plots.long_pr(y_ms, {n: preds[n] for n in (MODEL, "per_tool_median")}),
+        "plots/p_long_reliability.png": plots.reliability(y_ms, {n: preds[n] for n in (MODEL, "per_tool_median")}),
     }
     for path, fig in figs.items():
         tracker.figure(fig, path)

@@ -1,6 +1,6 @@
 """The plots a training run logs (and ``experiments/`` reuse): predicted vs actual, quantile
-calibration, error per tool family, long-call precision-recall. Each returns a matplotlib
-Figure; callers save or log it."""
+calibration, error per tool family, long-call precision-recall, ``p_long`` reliability. Each
+returns a matplotlib Figure; callers save or log it."""
 from __future__ import annotations
 
 import matplotlib
@@ -12,6 +12,8 @@ from sklearn.metrics import precision_recall_curve  # noqa: E402
 
 from toollat.models import Prediction  # noqa: E402
 from toollat.core.units import LOG2, LONG_MS, to_log10_s  # noqa: E402
+
+from .metrics import ECE_BINS, calibration_bins, expected_calibration_error  # noqa: E402
 
 
 def predicted_vs_actual(y_ms: np.ndarray, pred: Prediction, title: str = "toollat"):
@@ -83,5 +85,31 @@ def long_pr(y_ms: np.ndarray, preds: dict[str, tuple[Prediction, float]]):
     ax.set_ylim(0, 1.02)
     ax.set_title("long calls: precision-recall (dot: operating threshold)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(y_ms: np.ndarray, preds: dict[str, tuple[Prediction, object]], bins: int = ECE_BINS):
+    """``p_long`` reliability: per equal-width bin, the share of calls that were long (>= 60 s)
+    against the mean predicted ``p_long`` (the bins of ``p_long_ece``), and below it how many
+    calls each bin holds (log scale: most calls sit in the first bin)."""
+    is_long = np.asarray(y_ms) >= LONG_MS
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    width = 1.0 / bins / (len(preds) + 1)
+    for i, (name, (pred, _)) in enumerate(preds.items()):
+        n, mean_p, rate = calibration_bins(is_long, pred.p_long, bins)
+        used = n > 0
+        ece = expected_calibration_error(is_long, pred.p_long, bins)
+        line, = ax.plot(mean_p[used], rate[used], "o-", lw=1.5, label=f"{name} (ECE {ece:.3f})")
+        hist.bar(edges[:-1] + (i + 0.5) * width, np.maximum(n, 0.5), width, color=line.get_color(), log=True)
+    ax.set_ylabel("observed share of calls >= 60 s")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("p_long reliability (dotted: perfect calibration)")
+    ax.legend(fontsize=8)
+    hist.set_xlabel("predicted p_long")
+    hist.set_ylabel("calls")
     fig.tight_layout()
     return fig

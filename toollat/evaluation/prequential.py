@@ -73,7 +73,7 @@ def prequential_scored(model: ToolLatencyModel, df: pd.DataFrame, progress: bool
 
 
 def evaluate_online(model: ToolLatencyModel, df: pd.DataFrame, progress: bool = False) -> dict[str, Any]:
-    out = report(*prequential_scored(model, df, progress))
+    out = report(*prequential_scored(model, df, progress), costs=model.hint_costs)
     out["scope"] = model.tools or {"families": None, "names": None}
     out["mode"] = "online"
     return out

@@ -13,6 +13,20 @@ An interruption is logged as a tool_result followed by a user record
 a rejection as ``toolUseResult: "User rejected tool use"`` / ``toolDenialKind``. Both set
 ``interrupted``. Human turns: user records that are not tool results, meta records, compact
 summaries, command output or notifications injected by Claude Code.
+
+Execution start (``exec_started_at``): while a ``Bash`` command runs, Claude Code writes
+``progress`` records of type ``bash_progress`` (``parentToolUseID`` = the call's id,
+``data.elapsedTimeSeconds`` = whole seconds since the command started, at the record's
+``timestamp``). Each record bounds the start from above by ``timestamp - elapsed`` (the
+seconds are floored: in the shared corpus no estimate falls before the call's emission, and
+the first record comes 2.000 s after the earliest estimate), so the earliest estimate of a call
+is its start, late by at most what logging delays and the flooring leave (under 1 s, and
+milliseconds where the first record is the one at 2 s). An estimate outside the call's
+[emission, result] (clock steps between records) is clamped into it and counted. Only the
+Claude Code versions of about 2.1.12 to 2.1.63 write these records, and only for commands that
+run 2 s or more: a null start does not mean the command ran at once
+(``experiments/tail/ingest_findings.md``). The time between emission and start is the wait
+before execution (approval prompts), the rest the execution itself.
 """
 from __future__ import annotations
 
@@ -80,6 +94,7 @@ class _Session:
         self.interrupt_parents: set[str] = set()
         self.permission_mode: str | None = None
         self.turns = Turns()
+        self.exec_start: dict[str, int] = {}  # call id -> earliest bash_progress estimate (epoch ms)
 
     # -- records ------------------------------------------------------------------------
     def handle(self, rec: dict[str, Any], lineno: int) -> str | None:
@@ -96,6 +111,24 @@ class _Session:
             return self._assistant(rec, lineno)
         if rtype == "user":
             return self._user(rec)
+        if rtype == "progress":
+            return self._progress(rec)
+        return None
+
+    def _progress(self, rec: dict[str, Any]) -> str | None:
+        """A ``bash_progress`` record: one estimate of its call's execution start (module docstring)."""
+        data = rec.get("data")
+        if not isinstance(data, dict) or data.get("type") != "bash_progress":
+            return None
+        call_id, elapsed = rec.get("parentToolUseID"), data.get("elapsedTimeSeconds")
+        ts = parse_ts_ms(rec.get("timestamp"))
+        if not isinstance(call_id, str) or ts is None or isinstance(elapsed, bool) \
+                or not isinstance(elapsed, (int, float)) or not 0 <= elapsed < 1e9:
+            self.report.note("bash_progress without a usable call id, timestamp or elapsed time (ignored)")
+            return None
+        start = ts - round(elapsed * 1000)
+        if start < self.exec_start.get(call_id, start + 1):
+            self.exec_start[call_id] = start
         return None
 
     def _assistant(self, rec: dict[str, Any], lineno: int) -> str | None:
@@ -222,4 +255,13 @@ class _Session:
                 continue
             if self.result_uuid.get(call_id) in self.interrupt_parents:
                 row["interrupted"] = True
+            start = self.exec_start.get(call_id)
+            if start is not None:
+                if not row["emitted_at"] <= start <= row["result_at"]:
+                    self.report.note("bash_progress start outside the call's emission..result (clamped)")
+                    start = min(max(start, row["emitted_at"]), row["result_at"])
+                row["exec_started_at"] = start
             yield row
+        orphans = len(self.exec_start.keys() - self.done.keys() - self.pending.keys())
+        if orphans:
+            self.report.note("bash_progress of a call without emission and result in this file (ignored)", orphans)

@@ -9,7 +9,13 @@ Timestamps are UTC, millisecond precision. Columns that later stages rely on for
 ``seq`` (emission order in the session), ``parallel_group`` (calls emitted in one model
 message), ``emitted_at`` and ``result_at``. ``turn_started_at`` / ``prev_turn_ended_at`` are
 known when a call is emitted (the human message that opened its turn, and the end of the turn
-before it); the simulator uses them for human gaps.
+before it); the simulator uses them for human gaps. ``exec_started_at`` is a label, not known at
+emission: when the command began executing, where the log says (Claude Code ``Bash`` calls with
+``bash_progress`` records, ``ingest/claude_code.py``; null elsewhere, also in TraceLab rows,
+whose timing events carry no execution start). ``exec_started_at - emitted_at`` is the wait
+before execution (approval prompts), ``result_at - exec_started_at`` the execution.
+
+A table written before a column of ``ADDED_COLUMNS`` existed is read with that column null.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ SCHEMA = pa.schema([
     ("result_at", _TS),
     ("wall_ms", pa.float64()),           # result_at - emitted_at: what the serving engine waits
     ("internal_ms", pa.float64()),       # runner-reported duration, where the log has it
+    ("exec_started_at", _TS),            # when execution began (Claude Code Bash progress); null if unknown
     ("is_error", pa.bool_()),
     ("interrupted", pa.bool_()),         # the user interrupted or rejected the call
     ("exit_code", pa.int32()),
@@ -66,12 +73,14 @@ SCHEMA = pa.schema([
 ])
 
 COLUMNS: list[str] = SCHEMA.names
+# Nullable columns added after tables were first written: absent in an older table, read as null.
+ADDED_COLUMNS: tuple[str, ...] = ("exec_started_at",)
 
 # Fields a reader sets; the rest are computed by ``finalize``.
 READER_DEFAULTS: dict[str, Any] = {
     "call_id": None, "agent": None, "session_id": None, "project": None, "model": None,
     "tool_name": None, "args": None, "input_chars": None, "emitted_at": None, "result_at": None,
-    "internal_ms": None, "is_error": False, "interrupted": False, "exit_code": None,
+    "internal_ms": None, "exec_started_at": None, "is_error": False, "interrupted": False, "exit_code": None,
     "result_chars": None, "parallel_group": None, "is_sidechain": False, "agent_id": None,
     "spawned_agent_id": None, "poll_of": None, "context_tokens": None, "output_tokens": None,
     "permission_mode": None, "turn_index": 0, "turn_started_at": None,
@@ -202,9 +211,12 @@ def read_calls(path: str | Path) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         raise CorruptCallsFile(f"corrupt file: {path} cannot be read as a Parquet calls table ({e})") from None
-    missing = [c for c in COLUMNS if c not in table.column_names]
+    missing = [c for c in COLUMNS if c not in table.column_names and c not in ADDED_COLUMNS]
     if missing:
         raise ValueError(f"{path} is not a toollat calls table: missing columns {missing}")
+    for c in ADDED_COLUMNS:
+        if c not in table.column_names:
+            table = table.append_column(SCHEMA.field(c), pa.nulls(len(table), SCHEMA.field(c).type))
     return table.to_pandas()
 
 

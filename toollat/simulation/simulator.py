@@ -36,6 +36,9 @@ Headline ("equal storage" is on the equivalent storage ratio Rc, which is R for 
   host memory the other fields report.
 - The per-tool median gets the same readings (``*_per_tool_median``), on its TTL-scale sweep,
   and the fair per-tool policy (``*_per_tool``) on its ``breakeven_s`` sweep.
+- ``decision_gap_closed``: ``hints.decision_gap_closed`` (the number ``toollat
+  evaluate`` reports per call) of the tool gaps' ``cost_ratio`` of toollat, the fair per-tool
+  policy and the oracle (human gaps left out: both policies decide them alike).
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toollat.hints import HintCosts
+from toollat.hints import HintCosts, decision_gap_closed
 
 from .gaps import MAX_ACTIVE_S, build_gaps
 from .metrics import Curve, evaluate, oracle_frontier
@@ -257,6 +260,9 @@ def headline(result: SimulationResult) -> dict[str, Any]:
             None if at is None or oracle_at is None or not oracle_at - hit_s > 1e-12
             else (at - hit_s) / (oracle_at - hit_s))
         h["storage_ratio_at_equal_hit_rate" + suffix] = _ratio_at_hit(fr.get(label), hit_s, r_s)
+    tool_cost = {k: pol[k]["by_kind"]["tool"]["cost_ratio"] if k in pol else None for k in ("toollat", "per_tool", "oracle")}
+    h["decision_gap_closed"] = None if None in tool_cost.values() else decision_gap_closed(
+        tool_cost["toollat"], tool_cost["per_tool"], tool_cost["oracle"])
     # GPU memory alone (offloads free; no oracle bound on this axis): for the static TTL R = Rc.
     h["hit_rate_toollat_at_static_gpu_storage"] = _at_storage(fr.get("toollat_gpu"), r_s)
     h["gpu_storage_ratio_at_equal_hit_rate"] = _ratio_at_hit(fr.get("toollat_gpu"), hit_s, r_s)
