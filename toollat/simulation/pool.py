@@ -318,7 +318,6 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
     pf_start = np.zeros(n)
     pf_done = np.zeros(n)                  # when the prefetch's load ends
     pf_ver = np.zeros(n, dtype=np.int64)   # cancels stale prefetch checks
-    next_change = np.full(n, math.inf)
     paused = np.zeros(n, dtype=bool)
     key_of: dict[int, tuple] = {}          # eviction key in GPU memory
     hkey_of: dict[int, tuple] = {}         # and in host memory
@@ -344,7 +343,6 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
         key, nxt = policy.key(i, float(start_t[i]), t, tl)
         key_of[i] = key
         hkey_of[i] = policy.host_key(i, key, tl)
-        next_change[i] = nxt
         if g[i] > 0:
             gpu.push(i, key)
         if h_hi[i] > h_lo[i]:
@@ -409,7 +407,7 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
         v = gpu.peek_max()
         if v is None or v == j:
             return math.inf
-        expected = float(key_of[v][1])
+        expected = policy.expected(v, t, tl)
         if expected == math.inf:           # past its whole predicted support: it waits about as long again
             return max(t - float(start_t[v]), 0.0)
         return max(expected - t, 0.0)
@@ -450,21 +448,33 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
         if at > t:
             schedule(j, t, at)
             return
-        kj = key_of[j]
+        kj = policy.loaded_key(j, t, tl)   # its key once loaded
+        ej = policy.expected(j, t, tl)
+        host.capacity += need               # the loaded blocks leave host memory: room for the victims
         while gpu.capacity - gpu.used < need:
             v = gpu.peek_max()
-            if v is None or v == j or not key_of[v] > kj:
+            if v is None or v == j or not (key_of[v] > kj and policy.expected(v, t, tl) > ej):
                 break
             gpu.pop_max()
             evict(v, need - (gpu.capacity - gpu.used), t)
         got = min(need, gpu.capacity - gpu.used)
+        if got > 0:
+            start_load(j, got, t)
+        host.capacity -= need
         if got <= 0:
             st["prefetch_denied"] += 1
-            schedule(j, t, next_change[j])
-            return
-        start_load(j, got, t)
+            schedule(j, t, policy.recheck_at(j, t, tl))
 
     def start_load(j: int, got: int, t: float) -> None:
+        """Move blocks [g, g + got) of entry j from host to GPU memory (the tiers stay exclusive)."""
+        policy.on_load(j, t)
+        new_g = int(g[j]) + got
+        host.used -= min(new_g, int(h_hi[j])) - int(h_lo[j])
+        if h_hi[j] > new_g:
+            h_lo[j] = new_g
+        else:
+            h_lo[j] = h_hi[j] = 0
+            host.remove(j)
         if pf[j] == 0:
             pf_start[j] = t
         pf_done[j] = max(pf_done[j] if pf[j] else t, t) + got * bt / htps
@@ -710,13 +720,19 @@ def live_pools(tl: Timeline, live_over_pool: Sequence[float], block_tokens: int 
 
 def replay_bundle(predictor, calls: pd.DataFrame, config: PoolConfig, pools: Sequence[float] | None = None,
                   host_tokens: float | None = None, order_seed: int | None = None,
+                  pool_fractions: Sequence[float] | None = None, analysis: bool = False,
                   max_active_s: float = MAX_ACTIVE_S, progress: bool = False) -> PoolResult:
     """The pool replay of a calls table with a model bundle: toollat from the Predictor's
     causal predictions (``predict_frame``), per_tool from the bundle's per-tool training
     distributions, both at the model's quantile levels with the bundle's human-wait
     distribution and hint costs. ``config``: ``conf/pool`` (concurrency, resume costs, default
     pools ``live_over_pool`` and host tier ``host_ratio`` x pool); ``pools`` and
-    ``host_tokens`` (one host tier for every pool) replace its defaults."""
+    ``host_tokens`` (one host tier for every pool) replace its defaults; ``pool_fractions``
+    gives the pools as fractions of the peak demand instead (``default_pools``). ``analysis``
+    adds two rows that are not policies an engine could run: ``toollat_priority`` (toollat's
+    predictions in the priority order instead of recency) and ``exact_tools`` (every tool gap
+    known to within 0.1%, human and idle waits by the bundle's distribution: what a perfect
+    per-call tool predictor could reach under the same rules)."""
     levels = tuple(predictor.levels)
     calls, shared = disambiguate_sessions(calls)
     predicted = predictor.predict_frame(calls, progress=progress)
@@ -734,13 +750,25 @@ def replay_bundle(predictor, calls: pd.DataFrame, config: PoolConfig, pools: Seq
     human = predictor.model.human_gaps_
     human_ms = human["ms"]["*"] if human else None
     costs = predictor.costs
-    pools = sorted(int(p) for p in pools) if pools else live_pools(tl, config.live_over_pool)
+    if pools:
+        pools = sorted(int(p) for p in pools)
+    elif pool_fractions:
+        pools = default_pools(tl, pool_fractions)
+    else:
+        pools = live_pools(tl, config.live_over_pool)
     hosts = [float(host_tokens)] * len(pools) if host_tokens is not None else [config.host_ratio * n for n in pools]
     with_host = any(h > 0 for h in hosts)
+    q_toollat = pause_quantiles(tl, gaps.frame, human_ms, levels)
     pols = [LRU()] + ([LRU(host=True)] if with_host else []) + [
         StaticTTL(config.static_ttl_s), ContinuumTTL(),
-        Predicted("per_tool", pause_quantiles(tl, pt_gaps.frame, human_ms, levels), costs, levels),
-        Predicted("toollat", pause_quantiles(tl, gaps.frame, human_ms, levels), costs, levels), Belady()]
+        Predicted("per_tool", pause_quantiles(tl, pt_gaps.frame, human_ms, levels), costs, levels, order="recency"),
+        Predicted("toollat", q_toollat, costs, levels, order="recency")]
+    if analysis:
+        gap_ms = (tl.end - tl.start)[:, None] * 1000.0 * np.linspace(0.999, 1.001, len(levels))[None, :]
+        exact = np.where((tl.kind == "tool")[:, None], gap_ms, q_toollat)
+        pols += [Predicted("toollat_priority", q_toollat, costs, levels, order="priority"),
+                 Predicted("exact_tools", exact, costs, levels, order="recency")]
+    pols.append(Belady())
     data = gaps.report.to_dict()
     data.update(tl.report)
     data.update({"pauses": len(tl), "sessions_sharing_an_id": shared, "peak_demand_tokens": tl.peak_demand_tokens(),
@@ -757,7 +785,7 @@ def replay_bundle(predictor, calls: pd.DataFrame, config: PoolConfig, pools: Seq
 
 _STYLE = {"lru": ("tab:gray", "-"), "lru+host": ("black", "-"), "static_ttl": ("tab:brown", ":"),
           "continuum_ttl": ("tab:orange", "-."), "per_tool": ("tab:purple", "-."), "toollat": ("tab:green", "-"),
-          "belady": ("tab:blue", "--")}
+          "toollat_priority": ("tab:olive", ":"), "exact_tools": ("tab:red", ":"), "belady": ("tab:blue", "--")}
 
 
 def plot_pools(result: PoolResult, path) -> None:

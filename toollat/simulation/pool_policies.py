@@ -62,6 +62,24 @@ class LRU:
         """The entry's eviction key in host memory (the same as in GPU memory by default)."""
         return key
 
+    def expected(self, i: int, t: float, tl) -> float:
+        """When the policy expects paused entry i to resume (absolute; ``inf``: no idea). A
+        prefetch may only evict entries expected later than the one it loads."""
+        return math.inf
+
+    def loaded_key(self, i: int, t: float, tl) -> tuple:
+        """Entry i's eviction key once a prefetch loads it at t (a prefetch may only evict
+        entries that rank after that)."""
+        return self.key(i, float(tl.start[i]), t, tl)[0]
+
+    def on_load(self, i: int, t: float) -> None:
+        """A prefetch of entry i starts at t."""
+        return None
+
+    def recheck_at(self, i: int, t: float, tl) -> float:
+        """When to ask ``prefetch_at`` again after a prefetch was denied (``inf``: never)."""
+        return math.inf
+
     def begin(self, tl) -> None:
         """A replay starts (policies that learn forget what they learned)."""
         return None
@@ -139,54 +157,69 @@ class Belady(LRU):
     def prefetch_at(self, i, t, load_s, victim_s, tl):
         return float(tl.end[i]) - load_s
 
+    def expected(self, i, t, tl):
+        return float(tl.end[i])
+
 
 class Predicted(LRU):
-    """The priority rule on per-pause predicted quantiles (ms, at ``levels``), the hint on the
-    tiers, and the prefetch rule.
+    """Predicted gap distributions (per-pause quantiles, ms, at ``levels``) on the tiers: the
+hint, an eviction order, and the prefetch rule.
 
-    **Priority rule** (eviction order). Holding a paused block until its request resumes saves
-    one re-prefilled token at a price of (resume - now) token-seconds, so its value density is
-    1 / (expected resume - now): evict the largest *expected resume time*. Given the gap's
-    predicted quantiles as a discrete distribution (the support of ``toollat.hints``: mass
-    between two levels at the upper value, the tail at twice the top value) and the time ``a``
-    already waited, the expected resume is ``pause + E[G | G > a]``, a step function of ``a``
-    that changes at the support points; past the whole support it is infinite. That is
-    ``rule="mean"``; the default ``"index"`` refines it for heavy tails (a p99 of minutes makes
-    the mean large for a call that most likely returns in a second): the fewest token-seconds
-    held per hit over any holding horizon h, ``min_h E[min(G - a, h) | G > a] / P(G <= a + h |
-    G > a)``, with h and ``a`` at the support points, and the key ``pause + a + index``. For a
-    certain gap both equal Belady's key.
+**The distribution.** A gap's predicted quantiles as a discrete distribution (the support of
+``toollat.hints``: mass between two levels at the upper value, the tail at twice the top
+value); after waiting ``a`` it is conditioned on G > a. The *expected resume* is ``pause +
+E[G | G > a]`` (``rule="mean"``) or, by default (``"index"``, robust to heavy tails: a p99 of
+minutes makes the mean large for a call that most likely returns in a second), ``pause + a +
+index``, the index being the fewest token-seconds held per hit over any holding horizon h,
+``min_h E[min(G - a, h) | G > a] / P(G <= a + h | G > a)`` with h and ``a`` at the support
+points; a step function of ``a``, infinite past the whole support. For a certain gap both
+equal Belady's key.
 
-    **The hint on the tiers** (``toollat.hints.decide_plans``; ``hints=False``: none): ``keep``
-    T ranks by expected resume for T, then is demoted (below every kept entry); ``offload`` and
-    ``drop`` are demoted from the pause. Every eviction is written back to the host tier when
-    there is one: ``drop`` means lowest priority there too, never "not to host"; the host tier
-    refuses a copy only under pressure, by the replay's admission rule (``pool`` docstring).
-    ``per_tool`` is the same rule on the per-tool training distribution (the fair baseline),
-    ``toollat`` on the Predictor's causal per-call predictions; human and idle waits get the
-    bundle's training distribution of human waits in both. Rows without a finite prediction
-    rank as LRU among demoted entries and are never prefetched.
+**The hint** (``toollat.hints.decide_plans``; ``hints=False``: none) sets the key's class:
+``keep`` T is class 0 for T, then demoted; ``offload`` and ``drop`` are demoted from the pause
+(class 1: evicted before every class-0 entry, in GPU and host memory). Every eviction is
+written back to the host tier when there is one: ``drop`` means lowest priority, never "not
+to host"; the host tier refuses a copy only under pressure (the replay's admission rule).
 
-    **Prefetch rule** (``prefetch_at``). Starting the load of an entry's host part (L seconds)
-    at time x after its pause, for a gap G: if G <= x the load never started and the resume
-    waits L; if x < G < x + L it waits x + L - G (late); else nothing, but the loaded blocks sat
-    in GPU memory from x to G, displacing the same number of tokens of the entry the prefetch
-    evicts, which stalls for its own load L if it resumes while displaced: probability
-    ``min(1, (G - x) / V)`` with V the victim's expected remaining pause (its key, so the
-    policy's own ranking prices GPU memory; V infinite when there is free room). The expected
-    cost in stall seconds, over the predicted support above the time already waited,
+**Eviction order** within a class: ``order="recency"`` (what ``replay_bundle`` runs): in GPU
+memory the least recently used first, a prefetch counting as a use (else the loaded entry
+would be the next victim): the engines' own order, so the hint and the prefetch are all that
+differs from ``lru+host``. ``order="priority"`` (the priority rule): the largest expected
+resume first (holding a paused block until its request resumes saves one re-prefilled token
+at a price of (resume - now) token-seconds). In host memory both rank the least recently
+paused first, as ``lru+host`` does. On the shared corpus the priority rule is within noise of
+LRU on GPU hit rate and, with a host tier, stalls resumes more than recency
+(experiments/kv_capacity).
 
-        E[ stall(x, G) + L min(1, (G - x) / V) ]   against   L (never load early),
+**Prefetch rule** (``prefetch_at``). Starting the load of an entry's host part (L seconds)
+at time x after its pause, for a gap G: if G <= x the load never started and the resume
+waits L; if x < G < x + L it waits x + L - G (late); else nothing, but the loaded blocks sat
+in GPU memory from x to G, displacing as many tokens of the entry the prefetch evicts, which
+stalls for its own load L if it resumes while displaced: probability ``min(1, (G - x) / V)``,
+V the victim's expected remaining pause (``expected``; V infinite when there is free room).
+The expected cost in stall seconds over the support above the time already waited,
 
-    is minimised over x in {now} and {support point - L}: now -> start; a later point -> look
-    again then (V changes); never -> look again at the next support point. The replay grants a
-    prefetch only into free room or by evicting entries that rank after it.
-    """
+    E[ stall(x, G) + L min(1, (G - x) / V) ]   against   L (never load early),
+
+is minimised over x in {now} and {support point - L}: now -> start; a later point -> look
+again then (V changes); never -> look again at the next support point. The replay grants a
+prefetch only into free room or by evicting entries that rank after the loaded entry and
+that the policy expects back later.
+
+``per_tool`` is all this on the per-tool training distribution (the fair baseline),
+``toollat`` on the Predictor's causal per-call predictions; human and idle waits get the
+bundle's training distribution of human waits in both. Rows without a finite prediction are
+demoted and never prefetched.
+"""
 
     def __init__(self, name: str, quantiles_ms: np.ndarray, costs: HintCosts = HintCosts(),
                  levels: Sequence[float] = LEVELS, hints: bool = True, rule: str = "index",
-                 host: bool = True) -> None:
+                 host: bool = True, order: str = "priority") -> None:
         super().__init__(host, name)
+        if order not in ("priority", "recency") or rule not in ("index", "mean"):
+            raise ValueError(f"order is 'priority' or 'recency' and rule 'index' or 'mean', got {order!r}, {rule!r}")
+        self.order = order
+        self.last = np.zeros(0)                                              # recency: last use
         levels = np.asarray(levels, dtype=np.float64)
         q = np.sort(np.asarray(quantiles_ms, dtype=np.float64), axis=1)
         if q.shape[1] != len(levels):
@@ -224,31 +257,71 @@ class Predicted(LRU):
             self.ttl_s[self.known] = np.where(np.asarray(names) == "keep", ttl_ms / 1000.0, 0.0)
         self._m = m
 
+    def _passed(self, i: int, pause: float, t: float) -> int:
+        """Support points of row i already passed at t (in time since the pause and, against
+        rounding, in absolute time)."""
+        sup = self.support[i]
+        j = int(np.searchsorted(sup, t - pause, side="right"))
+        while j < self._m and pause + sup[j] <= t:
+            j += 1
+        return j
+
+    def _expected(self, i: int, pause: float, j: int) -> float:
+        if j >= self._m:
+            return math.inf
+        if self.rule == "index":
+            return pause + (self.support[i, j - 1] if j else 0.0) + self.index[i, j]
+        return pause + self.cond_mean[i, j]
+
+    def expected(self, i, t, tl):
+        if not self.known[i]:
+            return math.inf
+        pause = float(tl.start[i])
+        return self._expected(i, pause, self._passed(i, pause, t))
+
+    def begin(self, tl) -> None:
+        self.last = np.array(tl.start, dtype=np.float64)
+
+    def on_pause(self, i, t):
+        self.last[i] = t
+
+    def on_load(self, i, t):
+        self.last[i] = t
+
+    def _class(self, i: int, pause: float, t: float) -> tuple[int, float]:
+        """The hint's class at t and when it next changes."""
+        a = t - pause
+        if self.known[i] and self.action[i] == 0 and a < self.ttl_s[i] and t < pause + self.ttl_s[i]:
+            return 0, pause + self.ttl_s[i]
+        return DEMOTED, math.inf
+
     def key(self, i, pause, t, tl):
+        cls, until = self._class(i, pause, t)
+        if self.order == "recency":
+            return (cls, -float(self.last[i])), until
         if not self.known[i]:
             return (DEMOTED, math.inf, -pause), math.inf
-        a = t - pause
-        sup = self.support[i]
-        j = int(np.searchsorted(sup, a, side="right"))      # support points already passed (<= a)
-        while j < self._m and pause + sup[j] <= t:          # in absolute time too (rounding)
-            j += 1
-        if j >= self._m:
-            expected = math.inf
-        elif self.rule == "index":
-            expected = pause + (sup[j - 1] if j else 0.0) + self.index[i, j]
-        else:
-            expected = pause + self.cond_mean[i, j]
-        nxt = pause + sup[j] if j < self._m else math.inf
-        kept = self.action[i] == 0 and a < self.ttl_s[i] and t < pause + self.ttl_s[i]
-        if kept:
-            nxt = min(nxt, pause + self.ttl_s[i])
-        demoted = not kept
-        return ((DEMOTED if demoted else 0), expected, -pause), nxt
+        j = self._passed(i, pause, t)
+        nxt = pause + self.support[i, j] if j < self._m else math.inf
+        return (cls, self._expected(i, pause, j), -pause), min(nxt, until)
+
+    def loaded_key(self, i, t, tl):
+        if self.order == "recency":
+            return (self._class(i, float(tl.start[i]), t)[0], -t)
+        return self.key(i, float(tl.start[i]), t, tl)[0]
 
     def host_key(self, i, key, tl):
         """In host memory: demoted entries first (``drop`` is the lowest priority there too),
-        then the least recently paused (the host-tier engines' own order)."""
+        then the least recently paused, as ``lru+host`` ranks them (a prefetch is no use there)."""
         return (key[0], -float(tl.start[i]))
+
+    def recheck_at(self, i, t, tl):
+        """When a denied prefetch is looked at again: the next support point."""
+        if not self.known[i]:
+            return math.inf
+        pause = float(tl.start[i])
+        j = self._passed(i, pause, t)
+        return pause + self.support[i, j] if j < self._m else math.inf
 
     def prefetch_at(self, i, t, load_s, victim_s, tl):
         """The prefetch rule (class docstring): an absolute time; <= t is now."""
