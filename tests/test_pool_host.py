@@ -204,3 +204,18 @@ def test_pool_config_is_strict_and_overridable(tmp_path):
         PoolConfig.load(bad)
     with pytest.raises(ValueError, match="not found"):
         PoolConfig.load(tmp_path / "nope.yaml")
+
+
+def test_recency_order_is_lru_with_the_hint_on_top():
+    # without hints, per-pause predictions in the recency order evict exactly as LRU (test_pool: 2 of 4)
+    plain = Predicted("toollat", np.array([SHORT, SHORT, LONG, SHORT]), hints=False, order="recency")
+    assert replay(TL, plain, 32)["hit_rate"] == pytest.approx(2 / 4)
+    # with hints, B (hours: drop) is demoted: at t=2 it goes before A, the least recently paused;
+    # A, C and A hit, B misses: 3 of 4
+    hinted = Predicted("toollat", np.array([SHORT, SHORT, HOURS, SHORT]), order="recency")
+    assert hinted.action.tolist() == [0, 0, 2, 0]
+    assert replay(TL, hinted, 32)["hit_rate"] == pytest.approx(3 / 4)
+    # a load counts as a use in GPU memory; host memory ranks by the pause
+    hinted.begin(TL)
+    assert hinted.loaded_key(0, 2.5, TL) == (0, -2.5)
+    assert hinted.host_key(2, hinted.key(2, 1.0, 2.5, TL)[0], TL) == (1, -1.0)

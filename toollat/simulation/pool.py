@@ -49,13 +49,15 @@ reported to differ most), the host tier ``host_ratio`` x the pool.
 - **prefetch**: after a GPU eviction to host, and at the times it names, a policy's
   ``prefetch_at`` says when to load the entry's host part back (``pool_policies``). The load
   occupies GPU blocks from its start: they are taken from free room or by evicting paused
-  entries whose key is larger than the prefetched entry's (it is promoted to key class 0), and
-  never from active requests (a prefetch that finds no such room is denied, counted, and asked
-  again when its key next changes). The load runs at the host bandwidth; a resume before it is
-  done waits for the rest (a *late* prefetch: a partial stall); prefetched blocks evicted
-  again before the resume, and loaded blocks waiting for it, are *wasted prefetch*
-  (``prefetch_wasted_token_s``: GPU token-seconds from the prefetch's start to the eviction,
-  or from the end of the load to the resume).
+  entries that rank after the loaded entry (its ``loaded_key``) and that the policy expects
+  back later (``expected``), never from active requests; a prefetch that finds no such room is
+  denied, counted, and asked again at the policy's ``recheck_at``. The loaded blocks leave
+  host memory (the tiers stay exclusive; the victims' write-back takes their room, so a
+  prefetch pushes no copy out of host memory). The load runs at the host bandwidth, each load
+  on its own (no queueing); a resume before it is done waits for the rest (a *late* prefetch:
+  a partial stall); prefetched blocks evicted again before the resume, and loaded blocks
+  waiting for it, are *wasted prefetch* (``prefetch_wasted_token_s``: GPU token-seconds from
+  the prefetch's start to the eviction, or from the end of the load to the resume).
 
 **Metrics** (``replay`` -> dict): ``hit_rate`` = tokens on the GPU and loaded when the request
 resumes (prefetched ones included) / resumed context tokens; ``host_hit_rate`` = tokens served
@@ -789,29 +791,29 @@ _STYLE = {"lru": ("tab:gray", "-"), "lru+host": ("black", "-"), "static_ttl": ("
 
 
 def plot_pools(result: PoolResult, path) -> None:
-    """Hit rate against pool size (GPU, and GPU+host with a host tier), and with resume costs
-    the mean resume stall against pool size: every policy on one figure (PNG)."""
+    """GPU hit rate against pool size and, with resume costs, the mean resume stall against
+    pool size: every policy on one figure (PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows0 = next(iter(result.policies.values()), [])
     has_stall = bool(rows0) and rows0[0].get("stall_mean_s") is not None
-    has_host = any(h > 0 for h in result.host_tokens)
     fig = Figure(figsize=(12 if has_stall else 7, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 2 if has_stall else 1, 1)
     for name, rows in result.policies.items():
         color, ls = _STYLE.get(name, (None, "-"))
-        x = [r["pool_tokens"] for r in rows]
-        key = "gpu_host_hit_rate" if rows[0].get("host_tokens") else "hit_rate"
-        ax.plot(x, [r[key] or 0 for r in rows], marker="o", ms=4, color=color, linestyle=ls,
-                label=name + (" (GPU+host)" if key == "gpu_host_hit_rate" else ""))
+        ax.plot([r["pool_tokens"] for r in rows], [r["hit_rate"] or 0 for r in rows], marker="o", ms=4,
+                color=color, linestyle=ls, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("GPU KV pool (tokens)")
-    ax.set_ylabel("token hit rate" + (" (GPU+host where the policy has a host tier)" if has_host else ""))
+    ax.set_ylabel("GPU token hit rate")
+    both = [r["gpu_host_hit_rate"] for rows in result.policies.values() for r in rows
+            if r.get("host_tokens") and r["gpu_host_hit_rate"] is not None]
     h = result.headline
-    ax.set_title(f"hit rate; gap closed vs LRU: toollat {_fmt(h.get('gap_closed_vs_lru'))}, "
-                 f"per_tool {_fmt(h.get('gap_closed_vs_lru_per_tool'))}", fontsize=9)
+    ax.set_title("GPU hit rate" + (f"; GPU+host hit rate {min(both):.4f} .. {max(both):.4f} with a host tier"
+                                   if both else f"; gap closed vs LRU: toollat {_fmt(h.get('gap_closed_vs_lru'))}, "
+                                                f"per_tool {_fmt(h.get('gap_closed_vs_lru_per_tool'))}"), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if has_stall:
@@ -823,9 +825,12 @@ def plot_pools(result: PoolResult, path) -> None:
         ax2.set_xscale("log")
         ax2.set_yscale("log")
         ax2.set_xlabel("GPU KV pool (tokens)")
-        ax2.set_ylabel("mean resume stall (s)")
-        ax2.set_title(f"resume stall; gap closed at the middle pool: toollat {_fmt(h.get('stall_gap_closed'))}, "
-                      f"per_tool {_fmt(h.get('stall_gap_closed_per_tool'))}", fontsize=9)
+        ax2.set_ylabel("mean resume stall (s; 0 drawn at 1e-6)")
+        title = "mean resume stall"
+        if "stall_gap_closed" in h:
+            title += (f"; gap closed at the middle pool: toollat {_fmt(h.get('stall_gap_closed'))}, "
+                      f"per_tool {_fmt(h.get('stall_gap_closed_per_tool'))}")
+        ax2.set_title(title, fontsize=9)
         ax2.grid(alpha=0.3, which="both")
         ax2.legend(fontsize=8)
     fig.tight_layout()

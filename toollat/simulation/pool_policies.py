@@ -1,15 +1,20 @@
 """The shared-pool replay's policies: which paused KV to evict, and when to load it back.
 
-``pool.replay`` asks a policy four things (``LRU`` is the base every policy extends):
+``pool.replay`` asks a policy (``LRU`` is the base every policy extends; each method has a
+default there):
 
 - ``key(i, pause, t, tl) -> (key, next_change)``: the eviction key of paused entry ``i`` at
-  time ``t`` (larger is evicted first, in GPU and host memory alike; its first element is its
-  class: 0, or ``DEMOTED`` = 1, evicted before every class-0 entry) and when it next changes.
+  time ``t`` in GPU memory (larger is evicted first; its first element is its class: 0, or
+  ``DEMOTED`` = 1, evicted before every class-0 entry) and when it next changes;
+  ``host_key(i, key, tl)``: the same in host memory (the GPU key by default).
 - ``host``: whether it uses a host tier when there is one (``lru`` does not: GPU only).
-- ``prefetch_at(i, t, load_s, victim_s, tl) -> time``: for an entry with KV in host memory, when to
-  start loading it back (``pool`` docstring: a prefetch; <= t: now; ``inf``: never). ``load_s``
-  is the time its host part takes to load, ``victim_s`` how long the entry a prefetch would
-  evict is expected to stay paused (``inf``: nothing to evict, or a victim expected never).
+- ``prefetch_at(i, t, load_s, victim_s, tl) -> time``: for an entry with KV in host memory,
+  when to start loading it back (<= t: now; ``inf``: never; the replay asks again at a later
+  time it names). ``load_s`` is the time its host part takes to load, ``victim_s`` how long
+  the entry a prefetch would evict is expected to stay paused (``inf``: free room).
+  ``expected(i, t, tl)`` (when it expects entry i back), ``loaded_key(i, t, tl)`` (its key once
+  loaded) and ``recheck_at(i, t, tl)`` (when to ask again after a denial) serve the grant
+  (``pool`` docstring); ``on_load(i, t)`` says a load started.
 - ``begin(tl)``, ``on_pause(i, t)``, ``on_resume(i, t)``: what a policy learns as the replay
   runs (causal; ``begin`` starts each replay afresh).
 
@@ -27,8 +32,9 @@ Policies:
   derives its TTL from the tool's duration distribution and reload cost; a mean is its core.
 - ``belady``: the furthest true resume first; with a host tier, the oracle: it also loads each
   entry back from host memory at its true resume minus the load time.
-- ``per_tool`` and ``toollat`` (``Predicted``): the priority rule on predicted quantiles, the
-  hint on the tiers and the prefetch rule (``Predicted`` docstring).
+- ``per_tool`` and ``toollat`` (``Predicted``): predicted quantiles on the tiers: the hint
+  as classes, the engine's recency order (or the priority rule) within a class, and the
+  prefetch rule (``Predicted`` docstring).
 """
 from __future__ import annotations
 
