@@ -47,7 +47,7 @@ def ms(v) -> str:
     return "n/a" if v is None else f"{1000 * v:.2f}"
 
 
-def model_for(train, held) -> tuple[Predictor, dict]:
+def model_for(train) -> tuple[Predictor, dict]:
     """The held-out model: from ``out/model`` if its fingerprint matches, else trained and cached."""
     sessions = hashlib.sha256("\n".join(sorted(map(str, train["session_id"].unique()))).encode()).hexdigest()
     key = {"overrides": OVERRIDES, "test_fraction": TEST_FRACTION, "seed": SEED, "train_sessions_sha256": sessions,
@@ -105,16 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     df, _ = load_calls([corpus_dir()])
     test = session_test_mask(df["session_id"], TEST_FRACTION, SEED)
     train, held = df[~test].reset_index(drop=True), df[test].reset_index(drop=True)
-    predictor, minfo = model_for(train, held)
+    predictor, minfo = model_for(train)
     model_s = time.perf_counter() - started
 
     orders = ORDERS[:1] if args.quick else ORDERS
     host_runs = {o: replay_bundle(predictor, held, config, order_seed=o, analysis=True) for o in orders}
     main_run = host_runs[ORDERS[0]]
-    plot_pools(main_run, HERE / "stall_vs_pool.png")
     out = {"config": config.to_dict(), "model": minfo, "host_tier": {str(o): r.to_dict() for o, r in host_runs.items()}}
     stress = gpu_only = None
     if not args.quick:
+        plot_pools(main_run, HERE / "stall_vs_pool.png")
         stress = replay_bundle(predictor, held, config.with_overrides(host_ratio=STRESS_HOST_RATIO), order_seed=ORDERS[0])
         out["host_under_pressure"] = stress.to_dict()
         gpu_only = {}
