@@ -351,30 +351,45 @@ def simulate(
 def replay(
     model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
     data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
-    pool_tokens: Annotated[list[int] | None, typer.Option("--pool-tokens", help="GPU KV pool size in tokens (repeatable; default: fractions of the peak demand).")] = None,
-    host_tokens: Annotated[int, typer.Option("--host-tokens", help="Host-memory KV tier in tokens (0: none).")] = 0,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Sessions live at once (sessions are shifted in time onto this many lanes).")] = 16,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs pool-size plot here (PNG).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {headline, policies, data} as JSON.")] = False,
+    pool_tokens: Annotated[list[int] | None, typer.Option("--pool-tokens", help="GPU KV pool size in tokens (repeatable; default: live KV / each of conf/pool live_over_pool).")] = None,
+    host_ratio: Annotated[float | None, typer.Option("--host-ratio", help="Host tier as a multiple of each GPU pool (0: none; default: conf/pool host_ratio).")] = None,
+    host_tokens: Annotated[int | None, typer.Option("--host-tokens", help="One host tier in tokens for every pool (instead of --host-ratio).")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Sessions live at once (sessions are shifted in time onto this many lanes; default: conf/pool).")] = None,
+    order_seed: Annotated[int | None, typer.Option("--order-seed", help="Pack sessions in a random order drawn with this seed (default: by first event).")] = None,
+    kv_bytes_per_token: Annotated[float | None, typer.Option("--kv-bytes-per-token", help="KV cache bytes per token (default: conf/pool resume).")] = None,
+    host_gb_s: Annotated[float | None, typer.Option("--host-gb-s", help="Host <-> GPU bandwidth, GB/s one way (default: conf/pool resume).")] = None,
+    prefill_tokens_per_s: Annotated[float | None, typer.Option("--prefill-tokens-per-s", help="Re-prefill throughput, tokens/s (default: conf/pool resume).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Pool settings file (default: the checkout's conf/pool/default.yaml).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate and resume-stall vs pool-size plot here (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {headline, policies, data, pools, host_tokens} as JSON.")] = False,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
-    """Replay many sessions at once against a fixed GPU KV pool: hit rate per eviction policy and pool size."""
+    """Replay many sessions at once against a shared GPU KV pool and a host tier: hit rates and the resume stall per policy and pool size."""
     _needs("data", "toollat replay")
     from toollat.predictor import Predictor
     from toollat.simulation.pool import plot_pools, replay_bundle
     from toollat.simulation.replay import _log_to_active_mlflow_run
+    from toollat.simulation.resume import PoolConfig
 
     if not data:
         fail("give --data PATH (logs, directories or a calls .parquet)")
-    if concurrency < 1:
-        fail("--concurrency must be >= 1")
-    if host_tokens < 0 or any(n <= 0 for n in pool_tokens or []):
-        fail("--pool-tokens must be > 0 and --host-tokens >= 0")
+    if any(n <= 0 for n in pool_tokens or []):
+        fail("--pool-tokens must be > 0")
+    if host_tokens is not None and host_tokens < 0:
+        fail("--host-tokens must be >= 0")
+    if host_tokens is not None and host_ratio is not None:
+        fail("give --host-ratio or --host-tokens, not both")
+    try:
+        cfg = PoolConfig.load(config).with_overrides(
+            concurrency=concurrency, host_ratio=host_ratio, kv_bytes_per_token=kv_bytes_per_token,
+            host_gb_s=host_gb_s, prefill_tokens_per_s=prefill_tokens_per_s)
+    except (ValueError, TypeError, OSError) as e:
+        fail(str(e))
     df = _data(list(data), progress=not as_json and sys.stderr.isatty())
     predictor = Predictor(_model(model))
     df, _ = _unseen(predictor.model, df, exclude_seen)
     try:
-        result = replay_bundle(predictor, df, pool_tokens, host_tokens, concurrency,
+        result = replay_bundle(predictor, df, cfg, pool_tokens, host_tokens, order_seed,
                                progress=not as_json and sys.stderr.isatty())
     except ValueError as e:
         fail(str(e))
@@ -388,22 +403,34 @@ def replay(
         return
     out = Console(width=max(Console().width, 120))
     d = result.data
-    out.print(f"{d.get('pauses', 0):,} pauses of {d.get('sessions', 0):,} sessions at concurrency {concurrency}; "
-              f"peak demand {d.get('peak_demand_tokens', 0):,.0f} tokens; host tier {host_tokens:,} tokens")
+    r = cfg.resume
+    out.print(f"{d.get('pauses', 0):,} pauses of {d.get('sessions', 0):,} sessions at concurrency {cfg.concurrency}; "
+              f"live KV {d.get('live_kv_tokens', 0):,.0f} tokens (peak {d.get('peak_demand_tokens', 0):,.0f}); "
+              f"host tier {d.get('host_tier')}; resume: {r.host_tokens_per_s:,.0f} tokens/s loaded, "
+              f"{r.prefill_tokens_per_s:,.0f} tokens/s re-prefilled ({r.gpu}, {r.model})")
     for note in d.get("notes", []):
         out.print(f"note: {note}")
     from rich.table import Table
 
-    t = Table(show_edge=False, title="token hit rate by GPU pool size (tokens)")
+    t = Table(show_edge=False, title="GPU hit rate / GPU+host hit rate / mean resume stall (ms), by GPU pool (tokens)")
     t.add_column("policy")
     for n in result.pools:
         t.add_column(f"{n:,}", justify="right")
+    def cell(x: dict) -> str:
+        rate = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        stall = "-" if x["stall_mean_s"] is None else f"{1000 * x['stall_mean_s']:.2f}"
+        return f"{rate(x['hit_rate'])} / {rate(x['gpu_host_hit_rate'])} / {stall}"
+
     for name, rows in result.policies.items():
-        t.add_row(name, *("-" if r["hit_rate"] is None else f"{r['hit_rate']:.3f}" for r in rows))
+        t.add_row(name, *(cell(x) for x in rows))
     out.print(t)
     h = result.headline
-    fmt = lambda x: "n/a (Belady never beats LRU by 0.02)" if x is None else f"{x:.3f}"
-    out.print(f"[bold]gap closed vs LRU[/bold]: toollat {fmt(h.get('gap_closed_vs_lru'))}, per_tool {fmt(h.get('gap_closed_vs_lru_per_tool'))}")
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    if "stall_gap_closed" in h:
+        out.print(f"[bold]stall gap closed[/bold] (lru+host -> oracle, middle pool {h['middle_pool']:,}): "
+                  f"toollat {fmt(h['stall_gap_closed'])}, per_tool {fmt(h.get('stall_gap_closed_per_tool'))}")
+    out.print(f"[bold]gap closed vs LRU[/bold] (GPU hit rate): toollat {fmt(h.get('gap_closed_vs_lru'))}, "
+              f"per_tool {fmt(h.get('gap_closed_vs_lru_per_tool'))} (n/a: Belady never beats LRU by 0.02)")
     if plot is not None:
         out.print(f"plot: {plot}")
 
