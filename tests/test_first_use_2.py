@@ -106,3 +106,95 @@ def test_docs_page_and_every_asset_it_references_come_from_the_server(default_se
         assert c.get("/docs/assets/index.html").status_code == 404   # only the listed files
         assert c.get("/docs/assets/..%2F__init__.py").status_code == 404
         assert c.get("/redoc").status_code == 404                   # its page would need a CDN
+
+
+# -- 6. the usual first mistakes get a clear message -----------------------------------------------
+def test_predict_says_args_json_is_an_object_of_arguments():
+    p = cli("predict", "Bash", "ls -la")
+    assert p.returncode == 2 and """must be a JSON object""" in p.stderr and """'{"command": "ls -la"}'""" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = cli("predict", "Read", '["a.py"]')
+    assert p.returncode == 2 and "file_path" in p.stderr and "a JSON list" in p.stderr
+
+
+def test_a_tool_name_in_another_case_is_not_silently_a_fallback():
+    exact = cli("predict", "Bash", '{"command": "ls -la"}', "--json")
+    assert exact.returncode == 0 and "warning" not in exact.stderr and "fallback" not in exact.stdout
+    lower = cli("predict", "bash", '{"command": "ls -la"}', "--json")
+    assert lower.returncode == 0 and '"fallback": "family"' in lower.stdout
+    assert "case-sensitive" in lower.stderr and "did you mean 'Bash'?" in lower.stderr
+    unknown = cli("predict", "FooTool", "{}")
+    assert "never saw a tool named 'FooTool'" in unknown.stderr and "did you mean" not in unknown.stderr
+
+
+def test_a_wrong_model_lists_the_bundles_there_are(small_bundle, tmp_path):
+    import os
+    import shutil
+
+    shutil.copytree(small_bundle, tmp_path / "mine")
+    (tmp_path / "not_a_bundle").mkdir()
+    env = {**os.environ, "TOOLLAT_MODELS": str(tmp_path)}
+    p = cli("predict", "--model", "mnie", "Bash", "{}", env=env)
+    assert p.returncode == 2 and "no bundle named 'mnie'" in p.stderr
+    listed = p.stderr.split("bundles by name:")[1]
+    assert "mine" in listed and "default" in listed and "not_a_bundle" not in listed
+    p = cli("evaluate", "--model", str(tmp_path / "nope" / "mine"), "--data", str(tmp_path), env=env)
+    assert p.returncode == 2 and "bundles by name: mine, default" in p.stderr
+
+
+def test_evaluate_on_a_missing_or_empty_directory_says_so(tmp_path):
+    p = cli("evaluate", "--data", str(tmp_path / ".claude" / "projects"))
+    assert p.returncode == 2 and f"no such directory: {tmp_path / '.claude' / 'projects'}" in p.stderr
+    p = cli("evaluate", "--data", str(tmp_path / "calls.parquet"))
+    assert p.returncode == 2 and "no such file:" in p.stderr
+    (tmp_path / "empty").mkdir()
+    p = cli("evaluate", "--data", str(tmp_path / "empty"))
+    assert p.returncode == 1 and "nothing to read (an empty directory?)" in p.stderr
+
+
+# -- 4. long work says where it is, in a terminal or a log ---------------------------------------
+def test_progress_in_a_log_is_plain_lines_and_short_work_adds_none(capsys):
+    from toollat.progress import progress_bar, step
+
+    with progress_bar(True, every_s=0) as bar:       # 0: a line at every update
+        t = bar.add_task("reading logs", total=2)
+        bar.update(t, advance=1, description="reading a.jsonl")
+        bar.update(t, advance=1, description="reading b.jsonl")
+    with progress_bar(True, every_s=3600) as bar:    # done before its first line is due: silent
+        bar.advance(bar.add_task("short", total=1))
+    with step("fitting the model", True, every_s=3600):   # a step says when it starts
+        pass
+    with progress_bar(False) as bar:                 # disabled (--json, --quiet): nothing
+        bar.advance(bar.add_task("off", total=1))
+    err = capsys.readouterr().err
+    lines = [re.sub(r" \(\d+:\d\d\)$", "", line) for line in err.splitlines()]
+    assert lines == ["reading a.jsonl: 1/2", "reading b.jsonl: 2/2", "reading b.jsonl: 2/2 done", "fitting the model"]
+    assert "\x1b" not in err
+
+
+def test_harvest_says_where_it_is_over_its_budget(tmp_path, monkeypatch, capfd):
+    from toollat import progress
+    from toollat.harvest import run_harvest
+
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 1.0)   # 15 s in use; the budget here is 6 s
+    report = run_harvest(tmp_path / "h", budget_s=6, seed=1, progress=True)
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("harvesting for 6 s: ")]
+    assert report.calls > 0 and len(lines) >= 2 and lines[-1].rsplit(" (", 1)[0].endswith("done"), err[-2000:]
+    assert any("calls (last " in line for line in lines) and "\x1b" not in err
+
+
+def test_plots_of_a_corpus_without_long_calls_warn_of_nothing():
+    """A harvested demo corpus has no call of 60 s: the precision-recall plot says so, silently."""
+    import warnings
+
+    import numpy as np
+
+    from toollat.evaluation.plots import long_pr
+    from toollat.models import Prediction
+
+    levels = (0.1, 0.5, 0.9, 0.99)
+    pred = Prediction(levels, np.log10(np.full((5, 4), 0.5)), np.full(5, 0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        long_pr(np.full(5, 500.0), {"toollat": (pred, 0.5)})
