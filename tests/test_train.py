@@ -122,7 +122,8 @@ def test_run_output_is_what_the_run_says(trained):
         assert noise not in both, noise
     header = next(line for line in out.splitlines() if line.lstrip().startswith("metric"))
     assert all(name in header for name in ("toollat", "per_tool_median", "per_command_mean", "global_median")), header
-    for said in ("held-out split: fitting the features and the lgbm model", "saving the bundle and logging the run to MLflow"):
+    for said in ("opening the MLflow store", "fitting features and lgbm model, then scoring held-out sessions",
+                 "saving the bundle, logging the run to MLflow"):
         assert said in err, said       # each long step says it starts (and every 15 s while it runs)
     assert re.search(r"fitted on [\d,]+ training calls in \d+ s \(features \d+ s, model \d+ s\)", out)
     assert re.search(r"model registered as 'grep_shell' version 1\b", out)

@@ -85,7 +85,7 @@ class LineProgress:
         with self._lock:
             self.tasks.append({"description": description, "total": total, "completed": 0.0})
             if self.announce:
-                self._say()
+                self._say(timed=False)
             return len(self.tasks) - 1
 
     def update(self, task: int, *, total: float | None = None, completed: float | None = None,
@@ -112,14 +112,12 @@ class LineProgress:
                 if time.monotonic() - self._last >= self.every_s and self.tasks:
                     self._say()
 
-    def _say(self, state: str | None = None) -> None:
+    def _say(self, state: str | None = None, timed: bool = True) -> None:
         """One line for the latest task: what it is at, how far (when it has a total), the time."""
         t = self.tasks[-1]
-        elapsed = time.monotonic() - self._started
-        done = t["completed"]
-        where = f" {done:,.0f}/{t['total']:,.0f}" if t["total"] else ""
-        line = f"{t['description']}{':' if where or state else ''}{where}{' ' + state if state else ''} " \
-               f"({int(elapsed) // 60}:{int(elapsed) % 60:02d})"
-        print(line, file=self.file or sys.stderr, flush=True)
+        elapsed = int(time.monotonic() - self._started)
+        where = f" {t['completed']:,.0f}/{t['total']:,.0f}" if t["total"] else ""
+        line = f"{t['description']}{':' if where or state else ''}{where}{' ' + state if state else ''}"
+        print(f"{line} ({elapsed // 60}:{elapsed % 60:02d})" if timed else line, file=self.file or sys.stderr, flush=True)
         self._last = time.monotonic()
         self._spoke = True

@@ -111,7 +111,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
         console.print(f"[yellow]note:[/yellow] {kept} exists and is kept: this run's bundle goes to {target} "
                       "(overwrite=true replaces it)")
     ml = cfg["mlflow"]
-    with step(f"opening the MLflow store ({ml['tracking_uri']})", progress and ml["enabled"]):
+    with step("opening the MLflow store", progress and ml["enabled"]):
         tracker = Tracker(ml["enabled"], ml["tracking_uri"], ml["artifact_root"], ml["experiment"],
                           run_name=f"{cfg['name']}-{cfg['model']['kind']}")
     with tracker:
@@ -136,8 +136,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
 
         split = cfg["split"]
         cluster = cfg.get("cluster") or {"kind": "none"}
-        what = f"held-out split: fitting the features and the {cfg['model']['kind']} model on the training " \
-               "sessions, then scoring the held-out sessions"
+        what = f"fitting features and {cfg['model']['kind']} model, then scoring held-out sessions"  # fits 80 columns
         if cluster["kind"] == "dask":  # features and boosters on a Dask cluster (toollat/distributed.py)
             from toollat.distributed import fit_on_cluster, held_out_on_cluster
 
@@ -162,7 +161,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
         if split.get("loso"):
             folds = df["source"].nunique()
             done = 0
-            with step(f"leave one source out: {folds} folds, each a fit on the other sources", progress) as bar:
+            with step(f"leave one source out: {folds} folds", progress) as bar:
                 def said(src: str, m: dict[str, Any]) -> None:
                     nonlocal done
                     done += 1
@@ -179,8 +178,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
                 export = fit_on_cluster(make_model(), df, cluster) if cluster["kind"] == "dask" else make_model().fit(df, progress=progress)
         timings["seconds_total"] = time.perf_counter() - started
 
-        with step("saving the bundle and logging the run to MLflow (metrics, plots, registered model)"
-                  if tracker.enabled else "saving the bundle", progress):
+        with step("saving the bundle, logging the run to MLflow" if tracker.enabled else "saving the bundle", progress):
             _log_metrics(tracker, held, loso, timings, fitted, (calls, y_ms, preds))
             bundle_dir = registered = None
             if target is not None:
