@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +58,8 @@ def data_summary(df: pd.DataFrame, scope: np.ndarray, source) -> dict[str, Any]:
 
 
 def metrics_table(title: str, rep: dict[str, Any]) -> Table:
-    t = Table(title=f"{title} (n={rep['n']:,})", show_edge=False)
+    # no vertical rules and no outer padding: four models beside the metric fit 80 columns (77)
+    t = Table(title=f"{title} (n={rep['n']:,})", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     t.add_column("metric", no_wrap=True, min_width=max(len(m) for m in METRICS))
     for name in rep["models"]:
         t.add_column(name, justify="right", no_wrap=True)
