@@ -13,6 +13,13 @@ from pathlib import Path
 
 sys.argv = [("exp=" + a[len("+exp="):]) if a.startswith("+exp=") else a for a in sys.argv]
 
+from toollat.extras import MissingExtra, require  # noqa: E402
+
+try:
+    require("train", "python train.py")
+except MissingExtra as e:
+    sys.exit(f"error: {e}")
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 

@@ -328,32 +328,38 @@ def test_cost_limit_on_never_seen_texts(client):
     assert client.post("/v1/predict", json={"calls": calls[:LIMITS.max_new_texts] * 3}).status_code == 200
 
 
-def test_healthz_answers_while_a_batch_of_new_texts_runs(server):
-    """The model works in a thread: /healthz keeps answering. The 50 ms target is measured in
-    experiments/hostile_load under a 2,000-text batch; here a looser bound on a short batch."""
+def test_healthz_answers_while_a_batch_runs(server):
+    """The model works in a thread: /healthz keeps answering while it does. Batches of 10,000
+    calls run back to back until a probe has answered from inside one (the server reports the
+    request in flight), so the test holds however fast the machine predicts; how fast /healthz
+    answers is measured in experiments/hostile_load, not asserted here."""
     base, _ = server
     nonce = uuid.uuid4().hex
-    calls = [{"tool": "Bash", "args": {"command": f"pytest tests/test_{nonce}_{i}.py -k case{i}"}} for i in range(60)]
-    done = {}
+    texts = [{"tool": "Bash", "args": {"command": f"pytest tests/test_{nonce}_{i}.py -k case{i}"}}
+             for i in range(LIMITS.max_new_texts)]
+    calls = (texts * (LIMITS.max_calls // len(texts) + 1))[:LIMITS.max_calls]   # the cap, few never-seen texts
+    stop, statuses = threading.Event(), []
 
-    def big():
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120) as c:
-            done["status"] = c.post("/v1/predict", json={"calls": calls}).status_code
+    def batches():
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300) as c:
+            while not stop.is_set():
+                statuses.append(c.post("/v1/predict", json={"calls": calls}).status_code)
 
-    worker = threading.Thread(target=big)
+    worker = threading.Thread(target=batches)
     worker.start()
     probes = []
-    with httpx.Client(base_url=base, timeout=10) as c:
-        time.sleep(0.2)
-        while worker.is_alive():
-            t = time.perf_counter()
-            assert c.get("/healthz").status_code == 200
-            probes.append(time.perf_counter() - t)
-            time.sleep(0.02)
-    worker.join()
-    assert done["status"] == 200
-    assert len(probes) >= 5, "the batch ended before it could be probed: make it larger"
-    assert max(probes) < 0.5, f"/healthz took {max(probes) * 1000:.0f} ms while the batch ran"
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            deadline = time.monotonic() + 300      # a bound on a hung server, not a speed requirement
+            while time.monotonic() < deadline and not any(p["inflight"] >= 1 for p in probes):
+                r = c.get("/healthz")
+                assert r.status_code == 200
+                probes.append(r.json())
+    finally:
+        stop.set()
+        worker.join()
+    assert any(p["inflight"] >= 1 for p in probes), "no probe was answered while a batch was in flight"
+    assert statuses and set(statuses) == {200}
 
 
 def test_openapi_is_self_consistent(client):

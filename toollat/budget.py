@@ -19,6 +19,8 @@ made in Python and an installed ``toollat serve`` without the checkout's ``conf/
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,4 +100,52 @@ class MemoryBudget:
 
 DEFAULT_SESSION_BYTES = MemoryBudget().session_bytes
 
-__all__ = ["MemoryBudget", "STORES"]
+
+class ByteLRU:
+    """A mapping bounded in bytes: past ``max_bytes`` its least recently used entries go.
+
+    ``size(key, value)`` is an entry's upper bound (its slot in the table is added here, at the
+    most entries the table ever held, since a dict's table does not shrink). Not thread-safe:
+    its owner locks around it."""
+
+    def __init__(self, max_bytes: float, size: Callable[[Any, Any], int]):
+        self.max_bytes = max_bytes
+        self._size = size
+        self._d: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._hw = 0
+
+    def get(self, key: Any) -> Any:
+        v = self._d.get(key)
+        if v is not None:
+            self._d.move_to_end(key)
+        return v
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def put(self, key: Any, value: Any) -> None:
+        old = self._d.pop(key, None)
+        if old is not None:
+            self._bytes -= self._size(key, old)
+        self._d[key] = value
+        self._bytes += self._size(key, value)
+        self._hw = max(self._hw, len(self._d))
+        while len(self._d) > 1 and self.nbytes > self.max_bytes:
+            k, v = self._d.popitem(last=False)
+            self._bytes -= self._size(k, v)
+
+    @property
+    def nbytes(self) -> int:
+        """What it holds now, an upper bound."""
+        return self._bytes + self._hw * ODICT_SLOT
+
+    def clear(self) -> None:
+        self._d.clear()
+        self._bytes = 0
+
+
+__all__ = ["ByteLRU", "MemoryBudget", "STORES"]

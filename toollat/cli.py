@@ -60,6 +60,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _needs(extra: str, what: str) -> None:
+    """One line naming the extra to install when a command's extra is missing (toollat/extras.py)."""
+    from toollat.extras import MissingExtra, require
+
+    try:
+        require(extra, what)
+    except MissingExtra as e:
+        fail(str(e))
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path] | None, typer.Argument(help="Log files or directories (any supported format, .gz ok).")] = None,
@@ -71,6 +81,7 @@ def ingest(
     dask: Annotated[str | None, typer.Option("--dask", help="Read the files on a Dask cluster: tcp://HOST:PORT, or local[:N] for N local worker processes. --out is then a directory (one Parquet file per source).")] = None,
 ) -> None:
     """Read agent logs into the canonical calls table (Parquet) and say what was read and skipped."""
+    _needs("dask" if dask is not None else "data", "toollat ingest --dask" if dask is not None else "toollat ingest")
     from toollat.ingest import ingest as run_ingest, write_calls
     from toollat.ingest.local import find_local_logs, local_log_dirs
 
@@ -157,10 +168,11 @@ def _data(paths: list[Path], progress: bool):
 def _model(model: str):
     from toollat.bundle import BundleError
     from toollat.estimator import ToolLatencyModel
+    from toollat.extras import MissingExtra
 
     try:
         return ToolLatencyModel.load(model)
-    except BundleError as e:
+    except (BundleError, MissingExtra) as e:
         fail(str(e))
 
 
@@ -189,6 +201,7 @@ def evaluate(
     online: Annotated[bool, typer.Option("--online", help="Prequential: every call in time order, predicted before and observed after its result.")] = False,
 ) -> None:
     """Score a model and the baselines side by side on calls it never saw."""
+    _needs("data", "toollat evaluate")
     from toollat.evaluation.evaluate import evaluate as run_evaluate
     from toollat.evaluation.online import evaluate_online
     from toollat.jsonio import dumps
@@ -255,7 +268,7 @@ def predict(
 
 def _main_arg(tool: str) -> str:
     """The argument that says what a tool does, for an example: a shell's command, a search's pattern, ..."""
-    from toollat.ingest.families import tool_family
+    from toollat.core.families import tool_family
 
     return {"shell": "command", "search": "pattern", "read": "file_path", "edit": "file_path", "write": "file_path",
             "web": "url", "agent": "prompt", "human": "questions", "plan": "plan"}.get(tool_family(tool), "command")
@@ -266,7 +279,7 @@ def _say_unknown_tool(p, tool: str, call_args: dict, fallback: str) -> None:
     Names are matched exactly, as each harness names its tools in one casing (Claude Code ``Bash``,
     ``Grep``; Codex ``exec_command``, ``shell``: the shared corpus has no name in two casings), so
     ``bash`` is not ``Bash``: it gets its family's fallback, and this says so."""
-    from toollat.ingest.families import names_like
+    from toollat.core.families import names_like
 
     known = [n for n in names_like(tool) if p.predict({"tool": n, "args": call_args}).fallback is None]
     what = "its family's" if fallback == "family" else "the global"
@@ -290,6 +303,7 @@ def serve(
     allow_host: Annotated[list[str] | None, typer.Option("--allow-host", help="Host name accepted besides loopback and --host (repeatable).")] = None,
 ) -> None:
     """Serve predictions over HTTP (OpenAPI at /docs)."""
+    _needs("serve", "toollat serve")
     from dataclasses import replace
 
     from toollat.predictor import Predictor
@@ -328,6 +342,7 @@ def simulate(
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
     """Replay the data's tool and human gaps under KV-cache policies: what the predictions are worth."""
+    _needs("data", "toollat simulate")
     from toollat.predictor import Predictor
     from toollat.simulation.replay import simulate_bundle
 
@@ -382,6 +397,7 @@ def replay(
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
     """Replay many sessions at once against a fixed GPU KV pool: hit rate per eviction policy and pool size."""
+    _needs("data", "toollat replay")
     from toollat.predictor import Predictor
     from toollat.simulation.pool import plot_pools, replay_bundle
     from toollat.simulation.replay import _log_to_active_mlflow_run

@@ -29,10 +29,9 @@ import math
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from toollat import bundle as bundle_io
 from toollat.features.embed import Embedder
@@ -44,6 +43,9 @@ from toollat.models.bounds import DurationBounds
 from toollat.online import OnlineConfig
 from toollat.units import (LEVELS, LONG_MS, P_LONG_COLUMN, TARGETS, check_levels, history_ms, p_exceeds,
                            prediction_columns, target_ms, to_log10_s, to_ms)
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 MODEL = "toollat"
 BASELINE_ORDER = ("per_tool_median", "per_command_mean", "global_median")
@@ -104,7 +106,7 @@ def human_gap_distribution(df: pd.DataFrame, levels=LEVELS, min_n: int = 20) -> 
 
 def session_hashes(sessions) -> np.ndarray:
     """63-bit hashes of session ids (what a bundle keeps of its training sessions)."""
-    return np.unique(np.array([code(str(s)) for s in pd.unique(pd.Series(sessions))], dtype=np.uint64))
+    return np.unique(np.array([code(s) for s in {str(s) for s in sessions}], dtype=np.uint64))
 
 
 class ToolLatencyModel:
@@ -193,6 +195,9 @@ class ToolLatencyModel:
     def fit(self, calls: pd.DataFrame, progress: bool = False) -> "ToolLatencyModel":
         """Learn from a canonical calls table. Features see every call (the session context
         needs them); the model and baselines learn the in-scope calls with a known target."""
+        from toollat.extras import require
+
+        require("data", "ToolLatencyModel.fit")
         levels, fcfg, spec, _ = self._checked()
         started = time.perf_counter()
         pipeline = FeaturePipeline(fcfg, self._embedder(fcfg) if fcfg.uses_text else None, target=self.target)
@@ -266,6 +271,8 @@ class ToolLatencyModel:
 
     def predict(self, calls: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
         """``pred_p10_ms`` .. ``pred_p99_ms`` (one per level) and ``pred_p_long``, indexed like ``calls``."""
+        import pandas as pd
+
         pred = self.predict_log(calls, progress=progress)
         out = pd.DataFrame(pred.ms(), columns=prediction_columns(pred.levels), index=calls.index)
         out[P_LONG_COLUMN] = pred.p_long

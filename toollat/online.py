@@ -56,6 +56,9 @@ class AdaptiveShift:
     def apply(self, q_log: np.ndarray, families) -> np.ndarray:
         if not self.shifts:
             return q_log
+        if len(q_log) == 1:
+            s = self.shifts.get(families[0])
+            return q_log if s is None else np.sort(q_log + s, axis=1)
         zero = np.zeros(len(self.levels))
         shift = np.stack([self.shifts.get(f, zero) for f in families])
         return np.sort(q_log + shift, axis=1)

@@ -43,7 +43,7 @@ from toollat.features.calls import Call
 from toollat.features.context import HistoryKeys, ProjectHistory, SessionHistory
 from toollat.features.embed import Embedder
 from toollat.hints import Hint, HintCosts, decide_plans, plan_costs
-from toollat.ingest.families import tool_family
+from toollat.core.families import tool_family
 from toollat.jsonio import dumps_bytes
 from toollat.online import GLOBAL_PROJECT, AdaptiveShift, OnlineConfig
 from toollat.units import LONG_MS, level_names, p_exceeds, prediction_columns, to_log, to_ms
@@ -161,9 +161,13 @@ class Predictor:
         self._bytes = dict.fromkeys(self._bound, 0)
         self._hw = dict.fromkeys(self._bound, 0)
         self.pipeline.static_cache_max_bytes = self.memory.bound("feature_cache")
+        # the embedding share holds what call texts' embeddings gave: the pipeline's per-text
+        # features, and an embedder's own vectors where it keeps them (MiniLM), half each then
         embedder = self.pipeline.embedder
-        if self.memory.budget_mb is not None and hasattr(embedder, "bound_memory"):
-            embedder.bound_memory(self.memory.bound("embedding_cache"))  # a shared embedder takes the last bound
+        own = hasattr(embedder, "bound_memory")
+        self.pipeline.text_cache.max_bytes = self.memory.bound("embedding_cache") / (2 if own else 1)
+        if self.memory.budget_mb is not None and own:
+            embedder.bound_memory(self.memory.bound("embedding_cache") / 2)  # a shared embedder takes the last bound
 
     @classmethod
     def load(cls, name_or_path: str | Path = "default", embedder: Embedder | None = None, **kw) -> "Predictor":
@@ -229,7 +233,10 @@ class Predictor:
             stores = {k: (self._store_bytes(k), len(getattr(self, "_" + k))) for k in self._bound}
             stores["feature_cache"] = self.pipeline.static_cache_usage()
         usage = getattr(self.pipeline.embedder, "memory_usage", None)
-        stores["embedding_cache"] = usage() if usage is not None else (0, 0)
+        vectors = usage() if usage is not None else (0, 0)
+        with self._lock:
+            texts = (self.pipeline.text_cache.nbytes, len(self.pipeline.text_cache))
+        stores["embedding_cache"] = (vectors[0] + texts[0], vectors[1] + texts[1])
 
         def bound(k: str) -> int | None:
             b = self.memory.bound(k)

@@ -185,7 +185,8 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
             bundle_dir = registered = None
             if target is not None:
                 info = {"data": summary, "timings": timings, "mlflow_run_id": tracker.run_id,
-                        "metrics": {"held_out_sessions": held, **({"leave_one_source_out": loso} if loso else {})}}
+                        "metrics": {"held_out_sessions": held, **({"leave_one_source_out": loso} if loso else {})},
+                        **_studies(cfg)}
                 bundle_dir = export.save(target, info)
                 tracker.artifacts(bundle_dir, "bundle")
                 registered = tracker.pyfunc(bundle_dir, cfg["name"])
@@ -197,6 +198,22 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     console.print(f"done in {time.perf_counter() - started:.0f} s")
     return {"held_out": held, "loso": loso, "bundle": str(bundle_dir) if bundle_dir else None,
             "run_id": tracker.run_id, "timings": timings, "data": summary}
+
+
+def _studies(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The summaries of the studies the card carries (``card.studies``), by their path in the
+    checkout; a study not run yet is named as missing, not invented."""
+    import json
+
+    out = {}
+    for rel in (cfg.get("card") or {}).get("studies") or []:
+        path = Path(cfg["paths"]["root"]) / rel
+        if path.is_file():
+            out[rel] = json.loads(path.read_text()).get("summary", {})
+        else:
+            console.print(f"[yellow]note:[/yellow] study {rel} has no results yet: the card will say so")
+            out[rel] = None
+    return {"studies": out} if out else {}
 
 
 def _bundle_dir(cfg: dict[str, Any], run_dir: Path | None) -> tuple[Path, Path | None]:

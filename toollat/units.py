@@ -15,9 +15,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 FLOOR_MS = 10.0
 LONG_S = 60.0
@@ -92,9 +95,12 @@ def p_exceeds(levels, values_ms: np.ndarray, threshold_ms: float, p: np.ndarray 
     classifier) it is clipped into that bracket, so the two tell one story; without, it is the
     CDF interpolated linearly in log latency between the bracketing levels (beyond the outer
     levels: half-way to 0 or 1)."""
-    lv = np.asarray(levels, dtype=np.float64)
-    v = np.log10(np.maximum(np.asarray(values_ms, dtype=np.float64), 1e-9))
+    values_ms = np.asarray(values_ms, dtype=np.float64)
     t = math.log10(threshold_ms)
+    if len(values_ms) == 1:  # one call (serving): the same arithmetic on numbers
+        return np.array([_p_exceeds_one(levels, values_ms[0], t, None if p is None else float(p[0]))])
+    lv = np.asarray(levels, dtype=np.float64)
+    v = np.log10(np.maximum(values_ms, 1e-9))
     k = (v <= t).sum(axis=1)                        # levels at or below the threshold
     ext = np.concatenate([[0.0], lv, [1.0]])
     lo_level, hi_level = ext[k], ext[k + 1]         # CDF(thr) lies in [lo_level, hi_level]
@@ -111,3 +117,20 @@ def p_exceeds(levels, values_ms: np.ndarray, threshold_ms: float, p: np.ndarray 
     out[k == 0] = 1.0 - lv[0] / 2.0
     out[k == n] = (1.0 - lv[-1]) / 2.0
     return out
+
+
+def _p_exceeds_one(levels, values_ms: np.ndarray, t: float, p: float | None) -> float:
+    v = np.log10(np.maximum(values_ms, 1e-9)).tolist()
+    k = sum(x <= t for x in v)
+    ext = (0.0, *(float(lv) for lv in levels), 1.0)
+    lo_level, hi_level = ext[k], ext[k + 1]
+    if p is not None:
+        return min(max(p, 1.0 - hi_level), 1.0 - lo_level)
+    n = len(v)
+    if k == 0:
+        return 1.0 - ext[1] / 2.0
+    if k == n:
+        return (1.0 - ext[n]) / 2.0
+    a, b = v[k - 1], v[k]
+    frac = (t - a) / (b - a) if b > a else 1.0
+    return 1.0 - (lo_level + frac * (hi_level - lo_level))

@@ -16,13 +16,15 @@ import json
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from toollat.ingest.families import tool_family
-from toollat.ingest.files import parse_ts_ms
+from toollat.core.families import tool_family
+from toollat.core.timestamps import parse_ts_ms
+
+if TYPE_CHECKING:  # tables come in from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 MAX_ARG_CHARS = 65_536   # conf/features/default.yaml max_arg_chars (a bundle without it was trained within it)
 MAX_ARG_DEPTH = 64       # nesting the features walk; deeper entries are dropped (HTTP allows 32)
@@ -174,6 +176,8 @@ def _ms(v: Any) -> float | None:
     if isinstance(v, str):  # the one ISO-8601 parser ingest uses
         ms = parse_ts_ms(v)
         return float(ms) if ms is not None else None
+    import pandas as pd  # a datetime object from a Python caller: pandas reads every kind exactly
+
     try:
         ts = pd.Timestamp(v)
     except (ValueError, TypeError):

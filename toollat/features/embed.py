@@ -62,6 +62,9 @@ class Embedder:
 
     def __init__(self, cache_dir: Path | None = None, batch_size: int = 128, threads: int | None = None,
                  flush_every: int = 1024, max_cached: int = 1_000_000, max_shards: int = 64):
+        from toollat.extras import require
+
+        require("minilm", "embedding with MiniLM (a bundle trained with features.embedder=minilm)")
         self.cache_dir = Path(cache_dir) / "embeddings" / MODEL_NAME if cache_dir else None
         self.batch_size = batch_size
         self.threads = threads

@@ -55,6 +55,9 @@ class NeighborMemory:
         if m == 0 or len(self) == 0:
             return out
         k = min(self.k, len(self))
+        if m == 1:
+            out[0] = self._query_one(q[0], k)
+            return out
         for start in range(0, m, chunk):
             sims = q[start:start + chunk] @ self.vecs.T
             idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(sims), 1))
@@ -79,6 +82,26 @@ class NeighborMemory:
             block[:, 7] = (w * lng).sum(axis=1) / wsum
             block[:, 8] = top.mean(axis=1)
         return out
+
+    def _query_one(self, q: np.ndarray, k: int) -> list[float]:
+        """``query`` of one vector (a serving call): the same operations on 1-D arrays, without
+        the 2-D indexing helpers that cost more than the arithmetic at this size. The similarities
+        come from the same product as one row of a batch, and ties are broken the same way."""
+        sims = (q[None, :] @ self.vecs.T)[0]
+        idx = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(k)
+        top = sims[idx]
+        order = np.argsort(-top)
+        idx, top = idx[order], top[order]
+        n, mean, var, lng = self.n[idx], self.mean[idx], self.var[idx], self.long[idx]
+        w = np.sqrt(n) * np.exp((top - top[:1]) / self.temperature)
+        wsum = w.sum()
+        ky = (w * mean).sum() / wsum
+        kvar = (w * (var + (mean - ky) ** 2)).sum() / wsum
+        t0, n0, y0 = float(top[0]), float(n[0]), float(mean[0])
+        exact = t0 >= EXACT_SIM
+        ln0 = float(np.log10(n[:1])[0])
+        return [t0, y0, ln0, ln0 if exact else 0.0, y0 if exact else float("nan"), float(ky), float(np.sqrt(kvar)),
+                float((w * lng).sum() / wsum), float(top.mean())]
 
     # -- bundle I/O (numbers only) ----------------------------------------------------------
     def save(self, directory: Path) -> None:

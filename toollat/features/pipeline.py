@@ -12,7 +12,8 @@ Categorical strings become small integer codes through vocabularies of string *h
 at fit (unknown -> 0), so a saved pipeline holds numbers only. Training rows get memory features
 out of fold (sessions split into folds; a row's neighbours come from other folds' sessions), as
 a held-out call would. ``transform`` treats every call as unseen; ``online_row`` serves one call
-against a live ``SessionHistory``.
+against a live ``SessionHistory``. The batch methods (fit, transform) import pandas where they
+use it; serving (the online methods) needs numpy alone.
 """
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, MemoryBudget, keys_bytes
+from toollat.budget import NDARRAY, ODICT_SLOT, TUPLE2, ByteLRU, MemoryBudget, keys_bytes
 from toollat.units import history_ms
 
 from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
@@ -36,6 +36,9 @@ from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHis
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
 from .text import code, digest, embed_text, exact_key
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
 
@@ -77,6 +80,8 @@ class Vocab:
 
     @classmethod
     def fit(cls, values: list[str | None], min_count: int, max_size: int) -> "Vocab":
+        import pandas as pd
+
         counts = pd.Series([code(v) for v in values if v]).value_counts()
         keep = counts[counts >= min_count].index[:max_size]
         return cls([int(h) for h in keep])
@@ -118,6 +123,11 @@ class FeaturePipeline:
         self.static_cache_max_bytes = MemoryBudget().bound("feature_cache")
         self.static_cache_bytes = 0
         self._static_cache_hw = 0   # most entries ever held: the table does not shrink
+        # What a call text's embedding gives (its PCA projection and neighbour-memory features), by
+        # the digest of the text: calls differ in their arguments far more often than in the
+        # normalized text (in a held-out stream 11% of calls repeat their arguments, 47% their
+        # text), and the embedding and the memory query are most of a never-seen call's cost.
+        self.text_cache = ByteLRU(MemoryBudget().bound("embedding_cache"), _text_entry_bytes)
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -238,6 +248,8 @@ class FeaturePipeline:
         """History blocks by replaying the calls in time order (see context.py): the session
         context (each session alone) and, with ``project``, the project history (every session
         of a project together)."""
+        import pandas as pd
+
         n = len(calls)
         wall = df["wall_ms"].to_numpy(dtype=np.float64)      # when a result arrives
         seen = history_ms(df, self.target)                   # what it teaches the history
@@ -298,7 +310,8 @@ class FeaturePipeline:
         finds each vector in the embedder's cache."""
         if len(calls) < 2 or not self.config.uses_text or self.embedder is None:
             return
-        texts = {embed_text(b.tool, b.args) for b in map(self.bounded, calls) if self.static_key(b) not in self._static_cache}
+        texts = {t for t in (embed_text(b.tool, b.args) for b in map(self.bounded, calls)
+                             if self.static_key(b) not in self._static_cache) if digest(t) not in self.text_cache}
         if len(texts) > 1:
             self._embed(sorted(texts), False)
 
@@ -312,13 +325,8 @@ class FeaturePipeline:
             return hit
         num, cats = self._args(call)
         parts = [np.array(self._encode_static(call, num, cats), dtype=np.float64)]
-        c = self.config
-        if c.uses_text:
-            vec = self._embed([embed_text(call.tool, call.args)], False)
-            if c.embeddings:
-                parts.append(self._project(vec, c.pca_dims)[0])
-            if c.memory:
-                parts.append(self.memory.query(self._memory_vectors(vec))[0])
+        if self.config.uses_text:
+            parts.append(self.text_features(embed_text(call.tool, call.args)))
         hit = (np.concatenate(parts).astype(np.float32), _keys(call, cats))
         self._static_cache[ck] = hit
         self.static_cache_bytes += _cache_entry_bytes(ck, hit)
@@ -328,6 +336,23 @@ class FeaturePipeline:
                 and len(self._static_cache) > 1:
             self.static_cache_bytes -= _cache_entry_bytes(*self._static_cache.popitem(last=False))
         return hit
+
+    def text_features(self, text: str) -> np.ndarray:
+        """The features of a call's normalized text: the embedding's PCA projection and the
+        neighbour memory's summary (cached by the text's digest in ``text_cache``)."""
+        key = digest(text)
+        block = self.text_cache.get(key)
+        if block is None:
+            c = self.config
+            vec = self._embed([text], False)
+            parts = []
+            if c.embeddings:
+                parts.append(self._project(vec, c.pca_dims)[0])
+            if c.memory:
+                parts.append(self.memory.query(self._memory_vectors(vec))[0])
+            block = np.concatenate(parts)
+            self.text_cache.put(key, block)
+        return block
 
     def static_cache_usage(self) -> tuple[int, int]:
         """(bytes, entries) of the feature cache: an upper bound (toollat/budget.py)."""
@@ -387,6 +412,10 @@ class FeaturePipeline:
         return pipe
 
 
+def _text_entry_bytes(key: bytes, block: np.ndarray) -> int:
+    return len(key) + 33 + NDARRAY + block.nbytes
+
+
 def _cache_entry_bytes(key: bytes, hit: tuple[np.ndarray, tuple]) -> int:
     row, keys = hit
     return len(key) + 33 + TUPLE2 + NDARRAY + row.nbytes + keys_bytes(keys)
@@ -394,6 +423,8 @@ def _cache_entry_bytes(key: bytes, hit: tuple[np.ndarray, tuple]) -> int:
 
 def _groups(labels: np.ndarray, emitted: np.ndarray):
     """Row indices of each label (a session, a project), in emission order."""
+    import pandas as pd
+
     n = len(labels)
     codes, _ = pd.factorize(pd.Series(labels))
     order = np.lexsort((np.arange(n), emitted, codes))

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .base import ReadContext
-from .families import FAMILIES, tool_family
+from toollat.core.families import FAMILIES, tool_family
 from .files import MAX_LINE_BYTES, InputFile, discover
 from .registry import detect
 from .report import FileReport, IngestReport

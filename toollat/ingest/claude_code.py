@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from toollat.core.timestamps import parse_ts_ms
+
 from .base import ReadContext, Turns, as_int, drive_json_lines, new_row, origin, project_of
-from .files import InputFile, content_text, parse_ts_ms, text_length
+from .files import InputFile, content_text, text_length
 from .report import FileReport
 
 KNOWN_TYPES = frozenset({

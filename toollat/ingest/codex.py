@@ -19,8 +19,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from toollat.core.timestamps import parse_ts_ms
+
 from .base import ReadContext, Turns, as_int, drive_json_lines, new_row, origin, project_of
-from .files import InputFile, content_text, parse_ts_ms, too_deep
+from .files import InputFile, content_text, too_deep
 from .report import FileReport
 
 RECORD_TYPES = frozenset({

@@ -14,7 +14,6 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,21 +215,6 @@ def decode_line(raw: bytes | None, last_without_newline: bool = False) -> tuple[
     if len(records) < len(objs):
         notes.append("non-object value dropped")
     return records, notes
-
-
-def parse_ts_ms(value: Any) -> int | None:
-    """ISO-8601 timestamp (``...Z`` or with offset) -> epoch milliseconds; None if unusable."""
-    if not isinstance(value, str) or len(value) < 10:
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:  # logs write UTC; a naive stamp is taken as UTC
-        from datetime import timezone
-
-        dt = dt.replace(tzinfo=timezone.utc)
-    return round(dt.timestamp() * 1000)
 
 
 def text_length(content: Any) -> int:

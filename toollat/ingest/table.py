@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .families import tool_family
+from toollat.core.families import tool_family
 from .report import IngestReport
 
 _TS = pa.timestamp("ms", tz="UTC")

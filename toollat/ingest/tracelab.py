@@ -21,8 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from toollat.core.timestamps import parse_ts_ms
+
 from .base import ReadContext, Turns, as_int, drive_json_lines, new_row
-from .files import InputFile, decode_line, iter_lines, parse_ts_ms
+from .files import InputFile, decode_line, iter_lines
 from .report import FileReport
 from .table import COPY_KEY
 

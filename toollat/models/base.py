@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-import pandas as pd
 
 from toollat.units import LEVELS, LONG_Y, to_ms  # noqa: F401  (re-exported for the models)
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 
 @dataclass

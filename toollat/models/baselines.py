@@ -16,17 +16,18 @@ from __future__ import annotations
 import heapq
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
+from toollat.core.families import tool_family
 from toollat.features.text import code, shell_command
-from toollat.ingest.families import tool_family
-
 from toollat.units import FLOOR_MS, history_ms
 
 from .base import LEVELS, LONG_Y, Prediction, monotone
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 
 def _dist(y: np.ndarray, levels: tuple[float, ...]) -> list[float]:

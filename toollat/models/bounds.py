@@ -21,13 +21,32 @@ a feature configuration without arguments has none.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 COLUMNS = ("sh_sleep_s", "sh_background", "sh_loop", "a_run_in_background", "sh_timeout_s", "a_timeout_s", "a_yield_s")
 UPPER_LEVEL_MAX = 0.9
+_BIG = float(np.finfo(np.float64).max)
+
+
+@lru_cache(maxsize=16)
+def _columns(names: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Where ``COLUMNS`` are in a feature layout (None if it has no argument columns)."""
+    return tuple(names.index(c) for c in COLUMNS) if all(c in names for c in COLUMNS) else None
+
+
+def _nz(v: float) -> float:
+    """``np.nan_to_num`` of one number."""
+    return 0.0 if v != v else (_BIG if v == math.inf else (-_BIG if v == -math.inf else v))
+
+
+def _fmin(a: float, b: float) -> float:
+    """``np.fmin`` of two numbers: the smaller, ignoring a NaN."""
+    return b if a != a else (a if b != b else min(a, b))
 
 
 @dataclass(frozen=True)
@@ -44,9 +63,13 @@ class DurationBounds:
     def limits(self, tools, X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """Per call: (lower, upper) bound in seconds (0 / inf where none); None if the matrix has
         no argument columns or the rule is off."""
-        if not self.enabled or any(c not in names for c in COLUMNS):
+        idx = _columns(tuple(names)) if self.enabled else None
+        if idx is None:
             return None
-        col = {c: np.asarray(X[:, names.index(c)], dtype=np.float64) for c in COLUMNS}
+        if len(X) == 1:   # one call (serving): the same rule on numbers, without array overhead
+            lo, hi = self._limits_one(str(tools[0]).lower(), [float(X[0, i]) for i in idx])
+            return np.array([lo]), np.array([hi])
+        col = {c: np.asarray(X[:, i], dtype=np.float64) for c, i in zip(COLUMNS, idx)}
         tool = np.asarray([str(t).lower() for t in tools])
         codex = tool == "exec_command"
         bash = tool == "bash"
@@ -63,8 +86,25 @@ class DurationBounds:
         hi = np.where(np.isnan(hi) | (hi <= 0), np.inf, hi + self.slack_s)
         return lo, hi
 
+    def _limits_one(self, tool: str, v: list[float]) -> tuple[float, float]:
+        sleep_s, background, loop, in_background, sh_timeout, a_timeout, a_yield = v
+        sleep = _nz(sleep_s)
+        foreground = _nz(background) == 0 and _nz(loop) == 0 and _nz(in_background) == 0
+        lo = sleep if foreground else 0.0
+        if tool == "exec_command":
+            lo = min(lo, self.codex_yield_cap_s)
+        if tool == "bash" and sleep >= self.bash_refuses_sleep_s:
+            lo = 0.0
+        hi = _fmin(sh_timeout, a_timeout)
+        if tool in ("exec_command", "write_stdin"):
+            hi = _fmin(hi, _fmin(a_yield, self.codex_yield_cap_s))
+        hi = math.inf if hi != hi or hi <= 0 else hi + self.slack_s
+        return lo, hi
+
     def apply(self, levels, quantiles_log: np.ndarray, lo_s: np.ndarray, hi_s: np.ndarray) -> np.ndarray:
         """Quantiles (log10 s) within the bounds; an upper bound wins over a lower one."""
+        if len(quantiles_log) == 1 and lo_s[0] == 0 and hi_s[0] == math.inf:
+            return quantiles_log   # one call without an explicit duration (most calls): unchanged
         q = np.array(quantiles_log, dtype=np.float64, copy=True)
         with np.errstate(divide="ignore"):
             lo = np.log10(np.maximum(lo_s, 1e-12))

@@ -9,16 +9,18 @@ It is what "semantics alone" predicts, and a member of the ensemble.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
-from scipy.stats import norm
 
 from toollat.features.memory import MEMORY_FEATURES
 
 from .base import LEVELS, LONG_Y, Prediction, monotone
 from .lgbm import _best_f1_threshold
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 
 class NearestNeighbours:
@@ -48,13 +50,13 @@ class NearestNeighbours:
         center, spread, p_long = self._center_spread(X)
         # the spread scale that makes the out-of-fold memory features cover 90% at p90
         z = (y - center) / spread
-        self.spread_scale = float(np.clip(np.quantile(z, 0.9) / norm.ppf(0.9), 0.2, 5.0))
+        self.spread_scale = float(np.clip(np.quantile(z, 0.9) / NormalDist().inv_cdf(0.9), 0.2, 5.0))
         self.long_threshold = _best_f1_threshold(y >= LONG_Y, p_long)
         return self
 
     def predict(self, calls: pd.DataFrame | None, X: np.ndarray) -> Prediction:
         center, spread, p_long = self._center_spread(X)
-        q = center[:, None] + spread[:, None] * norm.ppf(np.asarray(self.levels))[None, :]
+        q = center[:, None] + spread[:, None] * np.array([NormalDist().inv_cdf(lv) for lv in self.levels])[None, :]
         return Prediction(self.levels, monotone(q), p_long)
 
     def save(self, directory: Path, prefix: str) -> dict[str, Any]:

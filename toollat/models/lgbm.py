@@ -10,25 +10,28 @@ predict each group, and from those out-of-fold predictions the model learns
 - the ``p_long`` threshold that maximizes F1 for long calls.
 
 The final boosters are then fit on all training calls. Boosters are saved as LightGBM text
-models (no pickle).
+models (no pickle). Training uses the ``lightgbm`` package; prediction and loading go through
+LightGBM's C library alone (``models/booster.py``), so a process that only predicts never
+imports the package (or the scikit-learn, pandas and scipy it imports).
 """
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
 from toollat.bundle import member
 from toollat.features.text import code
 
 from .base import LEVELS, LONG_Y, Prediction, monotone
+from .booster import Booster, RowPredictor
+
+if TYPE_CHECKING:  # tables come from training and evaluation; serving never imports pandas
+    import pandas as pd
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "n_estimators": 300, "learning_rate": 0.06, "num_leaves": 63, "min_child_samples": 10,
+    "n_estimators": 150, "learning_rate": 0.12, "num_leaves": 63, "min_child_samples": 10,
     "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.7, "reg_lambda": 0.0,
 }
 DEFAULT_CLASSIFIER: dict[str, Any] = {"n_estimators": 200, "learning_rate": 0.06, "num_leaves": 31, "min_child_samples": 10}
@@ -60,23 +63,25 @@ class LightGBMQuantile:
         self.seed = seed
         self.long_threshold = 0.5
         self.shifts: dict[str, list[float]] = {}   # family -> shift per level ("*": overall)
-        self.heads: list[lgb.Booster] = []
-        self.long: lgb.Booster | None = None
+        self.heads: list[Booster] = []
+        self.long: Booster | None = None
         self.categorical: list[int] = []
-        self._fast: _SingleRow | None = None
+        self._fast: RowPredictor | None = None
         self._shift_arrays: dict[str, np.ndarray] | None = None
 
     # -- training -------------------------------------------------------------------------------
-    def _fit_boosters(self, X: np.ndarray, y: np.ndarray) -> tuple[list[lgb.Booster], lgb.Booster]:
+    def _fit_boosters(self, X: np.ndarray, y: np.ndarray) -> tuple[list[Booster], Booster]:
+        import lightgbm as lgb  # training only (see the module docstring)
+
         common = {"verbose": -1, "n_jobs": self.threads, "random_state": self.seed}
         heads = []
         for level in self.levels:
             m = lgb.LGBMRegressor(objective="quantile", alpha=level, **self.params, **common)
             m.fit(X, y, categorical_feature=self.categorical)
-            heads.append(m.booster_)
+            heads.append(Booster.of(m.booster_))
         c = lgb.LGBMClassifier(**self.classifier, **common)
         c.fit(X, (y >= LONG_Y).astype(int), categorical_feature=self.categorical)
-        return heads, c.booster_
+        return heads, Booster.of(c.booster_)
 
     def fit(self, calls: pd.DataFrame, X: np.ndarray, y: np.ndarray, names: list[str]) -> "LightGBMQuantile":
         self.categorical = [i for i, n in enumerate(names) if n.startswith("c_")]
@@ -117,7 +122,7 @@ class LightGBMQuantile:
     def raw_one(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """``raw`` for one row through LightGBM's prepared single-row path (~10x less overhead)."""
         if self._fast is None:
-            self._fast = _SingleRow([*self.heads, self.long], x.shape[-1])
+            self._fast = RowPredictor([Booster.of(b) for b in (*self.heads, self.long)], x.shape[-1])
         out = self._fast.predict(x)
         return out[:-1].reshape(1, -1), float(out[-1])
 
@@ -160,42 +165,8 @@ class LightGBMQuantile:
                 state["calibration_min"], state["threads"], state["seed"])
         if len(state["heads"]) != len(m.levels):
             raise ValueError("lgbm: one head per level expected")
-        m.heads = [lgb.Booster(model_file=str(member(directory, f))) for f in state["heads"]]
-        m.long = lgb.Booster(model_file=str(member(directory, state["long"])))
+        m.heads = [Booster.from_file(member(directory, f)) for f in state["heads"]]
+        m.long = Booster.from_file(member(directory, state["long"]))
         m.long_threshold = float(state["long_threshold"])
         m.shifts = {k: [float(x) for x in v] for k, v in state["shifts"].items()}
         return m
-
-
-class _SingleRow:
-    """LightGBM's ``PredictForMatSingleRowFast`` for a set of boosters: prepared once, then one
-    C call per booster per row, without the Python-side checks of ``Booster.predict``."""
-
-    def __init__(self, boosters: list[lgb.Booster], ncol: int):
-        from lightgbm.basic import _LIB, _safe_call
-
-        self._lib = _LIB
-        self._boosters = boosters  # keep the handles alive
-        self.handles = []
-        for b in boosters:
-            h = ctypes.c_void_p()
-            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                b._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal prediction, all trees
-                ctypes.c_int(0), ctypes.c_int32(ncol), ctypes.c_char_p(b"num_threads=1"), ctypes.byref(h)))
-            self.handles.append(h)
-        self._n = ctypes.c_int64()
-        self._fn = _LIB.LGBM_BoosterPredictForMatSingleRowFast
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        xp = ctypes.c_void_p(x.ctypes.data)  # data_as() would build a ctypes.cast reference cycle per call
-        res = np.empty(len(self.handles))
-        rp = res.ctypes.data
-        for i, h in enumerate(self.handles):
-            if self._fn(h, xp, ctypes.byref(self._n), ctypes.c_void_p(rp + 8 * i)) != 0:
-                raise RuntimeError("LightGBM single-row prediction failed")
-        return res
-
-    def __del__(self) -> None:
-        for h in getattr(self, "handles", []):
-            self._lib.LGBM_FastConfigFree(h)

@@ -267,7 +267,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
 
     @app.get("/healthz", response_model=Health, responses=_responses(421))
     def healthz():
-        return _json({"status": "ok", "model": predictor.name, "version": predictor.model_version})
+        return _json({"status": "ok", "model": predictor.name, "version": predictor.model_version, "inflight": inflight[0]})
 
     deps = []
     v1_codes = [421]

@@ -187,6 +187,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     model: str
     version: str
+    inflight: int = Field(description="/v1 requests being received or predicted now")
 
 
 class Coverage(BaseModel):
