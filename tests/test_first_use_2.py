@@ -147,6 +147,8 @@ def test_evaluate_on_a_missing_or_empty_directory_says_so(tmp_path):
     assert p.returncode == 2 and f"no such directory: {tmp_path / '.claude' / 'projects'}" in p.stderr
     p = cli("evaluate", "--data", str(tmp_path / "calls.parquet"))
     assert p.returncode == 2 and "no such file:" in p.stderr
+    p = cli("evaluate", "--data", str(tmp_path / "logs[serve]"))   # a message is text, not rich markup
+    assert p.returncode == 2 and f"no such directory: {tmp_path / 'logs[serve]'}" in p.stderr
     (tmp_path / "empty").mkdir()
     p = cli("evaluate", "--data", str(tmp_path / "empty"))
     assert p.returncode == 1 and "nothing to read (an empty directory?)" in p.stderr

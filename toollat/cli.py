@@ -56,7 +56,10 @@ def _progress(as_json: bool) -> bool:
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    # the message is text, not markup: "pip install 'toollat[serve]'" must keep its [serve]
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -279,6 +282,8 @@ def _say_unknown_tool(p, tool: str, call_args: dict, fallback: str) -> None:
     Names are matched exactly, as each harness names its tools in one casing (Claude Code ``Bash``,
     ``Grep``; Codex ``exec_command``, ``shell``: the shared corpus has no name in two casings), so
     ``bash`` is not ``Bash``: it gets its family's fallback, and this says so."""
+    from rich.markup import escape
+
     from toollat.core.families import names_like
 
     known = [n for n in names_like(tool) if p.predict({"tool": n, "args": call_args}).fallback is None]
@@ -286,7 +291,7 @@ def _say_unknown_tool(p, tool: str, call_args: dict, fallback: str) -> None:
     msg = f"the model never saw a tool named {tool!r} in training: this is {what} fallback"
     if known:
         msg += f"; tool names are case-sensitive, as the agents' harnesses name them: did you mean {known[0]!r}?"
-    console.print(f"[yellow]warning:[/yellow] {msg}")
+    console.print(f"[yellow]warning:[/yellow] {escape(msg)}")
 
 
 @app.command()

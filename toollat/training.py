@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from toollat import data as data_sources
@@ -39,6 +40,11 @@ from toollat.features.embed import Embedder
 from toollat.progress import step
 
 console = Console(soft_wrap=True)  # long lines are the terminal's to wrap, not cut into the log
+
+
+def esc(text) -> str:
+    """A path or name as text, not rich markup (``data.paths=[...]``, ``x[1]/`` keep their brackets)."""
+    return escape(str(text))
 
 
 def data_summary(df: pd.DataFrame, scope: np.ndarray, source) -> dict[str, Any]:
@@ -110,7 +116,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     make_model()._checked()  # bad hyper-parameters fail before any data is read
     target, kept = _bundle_dir(cfg, run_dir) if cfg.get("export", True) else (None, None)
     if kept:
-        console.print(f"[yellow]note:[/yellow] {kept} exists and is kept: this run's bundle goes to {target} "
+        console.print(f"[yellow]note:[/yellow] {esc(kept)} exists and is kept: this run's bundle goes to {esc(target)} "
                       "(overwrite=true replaces it)")
     ml = cfg["mlflow"]
     with step("opening the MLflow store", progress and ml["enabled"]):
@@ -118,7 +124,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
                           run_name=f"{cfg['name']}-{cfg['model']['kind']}")
     with tracker:
         source = data_sources.resolve(cfg["data"]["kind"], cfg["data"].get("paths"))
-        console.print(f"[bold]data:[/bold] {source.reason}")
+        console.print(f"[bold]data:[/bold] {esc(source.reason)}")
         df, ingest_report = data_sources.load(source, redact=cfg["data"].get("redact", True), progress=progress,
                                               harvest_budget_s=cfg["data"].get("harvest_budget_s", 120.0))
         if ingest_report is not None:
@@ -157,7 +163,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
             test_sessions = set(calls["session_id"])
             held_path = Path(run_dir) / "held_out_sessions.parquet"
             df[df["session_id"].isin(test_sessions)].reset_index(drop=True).to_parquet(held_path)
-            console.print(f"held-out sessions: {held_path}")
+            console.print(f"held-out sessions: {esc(held_path)}")
 
         loso = None
         if split.get("loso"):
@@ -167,7 +173,7 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
                 def said(src: str, m: dict[str, Any]) -> None:
                     nonlocal done
                     done += 1
-                    console.print(f"  held out {src} ({done} of {folds}): toollat mae {m[MODEL]['mae_log10']:.3f} "
+                    console.print(f"  held out {esc(src)} ({done} of {folds}): toollat mae {m[MODEL]['mae_log10']:.3f} "
                                   f"vs per_tool_median {m['per_tool_median']['mae_log10']:.3f} (n={m[MODEL]['n']:,})")
                     bar.update(0, description=f"leave one source out: {done} of {folds} folds done")
                 loso = leave_one_source_out(df, make_model, said)
@@ -191,10 +197,10 @@ def run(cfg: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
                 tracker.artifacts(bundle_dir, "bundle")
                 registered = tracker.pyfunc(bundle_dir, cfg["name"])
         if bundle_dir is not None:
-            console.print(f"[bold]bundle:[/bold] {bundle_dir}" + (f" ({kept} kept: overwrite=true replaces it)" if kept else ""))
+            console.print(f"[bold]bundle:[/bold] {esc(bundle_dir)}" + (f" ({esc(kept)} kept: overwrite=true replaces it)" if kept else ""))
     if tracker.run_id:
         reg = f"; model registered as '{cfg['name']}' version {registered}" if registered else ""
-        console.print(f"[bold]mlflow:[/bold] run {tracker.run_id} in experiment '{ml['experiment']}' ({ml['tracking_uri']}){reg}")
+        console.print(f"[bold]mlflow:[/bold] run {tracker.run_id} in experiment '{ml['experiment']}' ({esc(ml['tracking_uri'])}){reg}")
     console.print(f"done in {time.perf_counter() - started:.0f} s")
     return {"held_out": held, "loso": loso, "bundle": str(bundle_dir) if bundle_dir else None,
             "run_id": tracker.run_id, "timings": timings, "data": summary}
@@ -211,7 +217,7 @@ def _studies(cfg: dict[str, Any]) -> dict[str, Any]:
         if path.is_file():
             out[rel] = json.loads(path.read_text()).get("summary", {})
         else:
-            console.print(f"[yellow]note:[/yellow] study {rel} has no results yet: the card will say so")
+            console.print(f"[yellow]note:[/yellow] study {esc(rel)} has no results yet: the card will say so")
             out[rel] = None
     return {"studies": out} if out else {}
 
