@@ -83,4 +83,4 @@ def test_memory_query_of_one_vector_equals_a_batch_and_brute_force(small_bundle)
         nearest = np.sort(sims)[::-1][:k]
         assert row[0] == pytest.approx(nearest[0], abs=1e-12)            # m_sim1
         assert row[8] == pytest.approx(nearest.mean(), abs=1e-12)        # m_knn_sim: the k nearest, none lost
-        assert (row[3] > 0) == (nearest[0] >= EXACT_SIM) or row[3] == 0
+        assert np.isnan(row[4]) == (nearest[0] < EXACT_SIM)                # m_exact_y only for an exact match
