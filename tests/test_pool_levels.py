@@ -17,7 +17,7 @@ from toollat.simulation.replay import simulate_bundle
 from toollat.simulation.resume import PoolConfig
 from toollat.core.units import prediction_columns
 
-LEVELS = (0.25, 0.5, 0.75, 0.95)
+LEVELS = (0.25, 0.5, 0.75, 0.9, 0.95)   # not the default set (levels must hold 0.5 and 0.9)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def test_pool_replay_at_the_models_levels(odd_levels):
     json.dumps(res.to_dict(), allow_nan=False)
     # the gaps carry the model's own prediction columns
     cols = prediction_columns_in(build_gaps(predictor.predict_frame(held)).frame.columns)
-    assert cols[:4] == prediction_columns(LEVELS) == ["pred_p25_ms", "pred_p50_ms", "pred_p75_ms", "pred_p95_ms"]
+    assert cols[:5] == prediction_columns(LEVELS) == ["pred_p25_ms", "pred_p50_ms", "pred_p75_ms", "pred_p90_ms",
+                                                      "pred_p95_ms"]
 
 
 def test_per_gap_simulation_at_the_models_levels(odd_levels):
