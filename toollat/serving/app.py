@@ -2,7 +2,7 @@
 
 - ``POST /v1/predict``  ``{"calls": [...], "engine"?, "explain"?}`` -> ``{"model": {...}, "predictions": [...]}``
   (with ``explain``, each prediction's ``costs``: the expected cost of keep, offload and drop)
-- ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
+- ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms", "observed_at"?}]}``
 - ``GET /healthz``, ``GET /v1/model`` (running calibration, the hint's rule, the memory budget); OpenAPI at
   ``/openapi.json``, ``/docs`` (Swagger UI served from this server: its assets come from the
   ``swagger-ui-bundle-v2`` package, so the page works on a host without internet access)
@@ -42,6 +42,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from toollat.core.timestamps import to_epoch_ms
 from toollat.predictor import Predictor
 
 from .protocol import ServerLimits
@@ -262,7 +263,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         req: ObserveRequest = parse(body, ObserveRequest, "observations")
         unknown = [i for i, o in enumerate(req.observations)
                    if not predictor.observe(call_id=o.call_id, latency_ms=o.latency_ms, session_id=o.session_id,
-                                            tool=o.tool, is_error=o.is_error)]
+                                            tool=o.tool, is_error=o.is_error, at_ms=to_epoch_ms(o.observed_at))]
         return _json({"observed": len(req.observations) - len(unknown), "unknown": unknown})
 
     @app.get("/healthz", response_model=Health, responses=_responses(421))
