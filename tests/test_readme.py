@@ -391,6 +391,21 @@ if pytest is not None:
         assert not problems, "\n".join(problems) + (
             "\n(after a retrain: `python tests/test_readme.py --update` rewrites the numbers)")
 
+    def test_the_worked_example_is_the_same_in_process_and_over_http(readme_run):
+        """The worked example's second prediction, to the last digit, from the Python block and the curl block."""
+        import ast
+
+        py = [r for r in readme_run if r.block.lang == "python" and "explain=True" in r.block.body]
+        http = [r for r in readme_run if r.block.lang == "bash" and '"explain": true' in r.block.body]
+        assert len(py) == 1 and len(http) == 1, "the README's worked example: one Python block and one curl block"
+        first = py[0].stdout.split("\n")[0]
+        quantiles = ast.literal_eval(first[:first.rindex("}") + 1])
+        costs = ast.literal_eval(py[0].stdout.strip().split("\n")[-1])
+        served = json.loads(http[0].stdout.strip().split("\n")[-1])["predictions"][0]
+        assert served["call_id"] == "c2"
+        assert served["quantiles"] == quantiles
+        assert served["costs"] == costs
+
 
 # -- python tests/test_readme.py --update ------------------------------------------------------
 def main(argv: list[str]) -> int:
