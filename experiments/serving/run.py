@@ -123,6 +123,12 @@ def wrk(port: int, lua: str, seconds: int, conns: int = 16, threads: int = 2) ->
             "socket_errors": errors.group(1) if errors else "none", "raw": out}
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median throughput, with every run's requests/s and p99 beside it."""
+    mid = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    return {**mid, "rps_runs": [r["rps"] for r in runs], "p99_runs": [r["p99_ms"] for r in runs]}
+
+
 def post_lua(body: str) -> str:
     return ('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
             f"wrk.body = {json.dumps(body)}\n")
@@ -205,6 +211,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default")
     ap.add_argument("--soak-s", type=int, default=600)
+    ap.add_argument("--skip-soak", action="store_true", help="keep the soak of the last results.json (HTTP and in-process rerun)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for the HTTP benchmarks (apt-get install wrk)")
@@ -217,12 +224,19 @@ def main() -> None:
         b64 = json.dumps({"calls": reqs[:64]})
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", b64.encode(),
                                                       {"Content-Type": "application/json"}))  # warm
-        http1 = wrk(port, post_lua(one).replace('wrk.method', 'wrk.path = "/v1/predict"\nwrk.method'), 20)
-        http64 = wrk(port, post_lua(b64).replace('wrk.method', 'wrk.path = "/v1/predict"\nwrk.method'), 20)
+        # three runs each: two processes on two cores move from run to run; the median is reported
+        runs1 = [wrk(port, post_lua(one).replace('wrk.method', 'wrk.path = "/v1/predict"\nwrk.method'), 20)
+                 for _ in range(3)]
+        runs64 = [wrk(port, post_lua(b64).replace('wrk.method', 'wrk.path = "/v1/predict"\nwrk.method'), 20)
+                  for _ in range(3)]
     finally:
         server.terminate()
         server.wait(10)
-    sk = soak(args.model, args.soak_s)
+    http1, http64 = median_run(runs1), median_run(runs64)
+    if args.skip_soak:
+        sk = json.loads((HERE / "results.json").read_text())["soak"]
+    else:
+        sk = soak(args.model, args.soak_s)
 
     t = lambda ok: "holds" if ok else "**does not hold**"  # noqa: E731
     lines = [
@@ -236,13 +250,15 @@ def main() -> None:
         f"| predict_batch of 10,000 seen calls | {ip['batch_calls_per_s']:,.0f} calls/s | |",
         f"| baseline: LightGBM `Booster.predict`, one row, one head | {ip['lgb_predict_one_head_us']:.0f} µs | |",
         f"| toollat's raw single-row path, all five boosters | {ip['raw_all_heads_us']:.0f} µs ({ip['raw_all_heads_us'] / ip['lgb_predict_one_head_us']:.2f}x one head via predict) | |",
-        "", "## HTTP on loopback (wrk, 16 connections, 20 s)", "",
-        "| load | requests/s | predictions/s | p50 | p99 | non-2xx | target |", "|---|---|---|---|---|---|---|",
+        "", "## HTTP on loopback (wrk, 16 connections, 20 s, three runs: the median's, then every run's requests/s and p99)", "",
+        "| load | requests/s | predictions/s | p50 | p99 | non-2xx | runs: requests/s, p99 ms | target |", "|---|---|---|---|---|---|---|---|",
         f"| batch 1 | {http1['rps']:,.0f} | {http1['rps']:,.0f} | {http1['p50_ms']:.2f} ms | {http1['p99_ms']:.2f} ms | {http1['non_2xx']} | "
+        f"{', '.join(f'{r:,.0f}' for r in http1['rps_runs'])}; {', '.join(f'{r:.1f}' for r in http1['p99_runs'])} | "
         f">= 2,000/s with p99 <= 10 ms: {t(http1['rps'] >= 2000 and http1['p99_ms'] <= 10)} |",
         f"| batch 64 | {http64['rps']:,.0f} | {http64['rps'] * 64:,.0f} | {http64['p50_ms']:.2f} ms | {http64['p99_ms']:.2f} ms | {http64['non_2xx']} | "
+        f"{', '.join(f'{r:,.0f}' for r in http64['rps_runs'])}; {', '.join(f'{r:.1f}' for r in http64['p99_runs'])} | "
         f">= 50,000/s: {t(http64['rps'] * 64 >= 50_000)} |",
-        "", "## Soak", "",
+        "", "## Soak" + (" (kept from the previous full run: `--skip-soak`)" if args.skip_soak else ""), "",
         f"{sk['seconds']} s of alternating predict/observe over {SOAK_SESSIONS:,} distinct sessions, the server with its shipped "
         f"memory budget: {sk['requests']:,} requests "
         f"({sk['rps']:,.0f}/s, p99 {sk['p99_ms']:.1f} ms), non-2xx responses {sk['non_2xx']}, socket errors {sk['socket_errors']}. "
