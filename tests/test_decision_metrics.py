@@ -19,7 +19,8 @@ import pytest
 from toollat.evaluation.evaluate import pool_predictions, report
 from toollat.evaluation.metrics import compute, expected_calibration_error
 from toollat.hints import decision_costs, decision_gap_closed, oracle_costs
-from toollat.hints import HintCosts, decide
+from conftest import decide
+from toollat.hints import HintCosts
 from toollat.models import Prediction
 
 LEVELS = (0.1, 0.5, 0.9, 0.99)
