@@ -58,36 +58,29 @@ def test_duration_bounds_of_one_call_equal_the_batch():
         assert np.array_equal(b.apply(L, q[i:i + 1], l1, h1)[0], both[i]), i
 
 
-def test_memory_query_of_one_vector_equals_the_batch_code_path(small_bundle):
-    """The one-row query runs the batch's operations on 1-D arrays; on every memory entry and on
-    perturbed ones it answers exactly as the 2-D code did for a single row."""
+def test_memory_query_of_one_vector_equals_a_batch_and_brute_force(small_bundle):
+    """A serving call's memory query (one vector) gives a batch's numbers to the last bit, in
+    any batch, and the k nearest it summarizes are the brute-force float64 nearest: the float32
+    screen loses none of them (memory entries, entries perturbed, random directions)."""
     from toollat.estimator import ToolLatencyModel
     from toollat.features.memory import EXACT_SIM, MEMORY_FEATURES
 
     mem = ToolLatencyModel.load(small_bundle).pipeline_.memory
-
-    def two_d(q):   # the batch code on one row (similarities in float64: features/memory.py)
-        k = min(mem.k, len(mem))
-        sims = q.astype(np.float64) @ mem.vecs.T.astype(np.float64)
-        idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(sims, idx, axis=1)
-        order = np.argsort(-top, axis=1)
-        idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
-        n, mean, var, lng = mem.n[idx], mem.mean[idx], mem.var[idx], mem.long[idx]
-        w = np.sqrt(n) * np.exp((top - top[:, :1]) / mem.temperature)
-        wsum = w.sum(axis=1)
-        ky = (w * mean).sum(axis=1) / wsum
-        kvar = (w * (var + (mean - ky[:, None]) ** 2)).sum(axis=1) / wsum
-        exact = top[:, 0] >= EXACT_SIM
-        return np.stack([top[:, 0], mean[:, 0], np.log10(n[:, 0]), np.where(exact, np.log10(n[:, 0]), 0.0),
-                         np.where(exact, mean[:, 0], np.nan), ky, np.sqrt(kvar), (w * lng).sum(axis=1) / wsum,
-                         top.mean(axis=1)], axis=1)
-
     rng = np.random.RandomState(6)
-    pick = rng.choice(len(mem), min(400, len(mem)), replace=False)
-    qs = np.vstack([mem.vecs[pick], mem.vecs[pick] + 0.02 * rng.randn(len(pick), mem.vecs.shape[1]).astype(np.float32)])
+    pick = rng.choice(len(mem), min(300, len(mem)), replace=False)
+    qs = np.vstack([mem.vecs[pick], mem.vecs[pick] + 0.02 * rng.randn(len(pick), mem.vecs.shape[1]),
+                    rng.randn(100, mem.vecs.shape[1])]).astype(np.float64)
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-    for q in qs:
-        got, want = mem.query(q[None, :]), two_d(q[None, :])
-        assert got.shape == (1, len(MEMORY_FEATURES))
-        assert np.array_equal(got, want, equal_nan=True)
+    batch = mem.query(qs)
+    in_sevens = np.vstack([mem.query(qs[i:i + 7]) for i in range(0, len(qs), 7)])
+    one = np.vstack([mem.query(q[None, :]) for q in qs])
+    assert one.shape == (len(qs), len(MEMORY_FEATURES))
+    assert np.array_equal(one, batch, equal_nan=True) and np.array_equal(in_sevens, batch, equal_nan=True)
+
+    brute = qs @ mem.vecs.astype(np.float64).T          # every entry's similarity in float64
+    k = min(mem.k, len(mem))
+    for row, sims in zip(one, brute):
+        nearest = np.sort(sims)[::-1][:k]
+        assert row[0] == pytest.approx(nearest[0], abs=1e-12)            # m_sim1
+        assert row[8] == pytest.approx(nearest.mean(), abs=1e-12)        # m_knn_sim: the k nearest, none lost
+        assert np.isnan(row[4]) == (nearest[0] < EXACT_SIM)                # m_exact_y only for an exact match

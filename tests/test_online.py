@@ -35,6 +35,7 @@ def project_model(data):
 def test_prequential_equals_batch_when_nothing_is_learned_across_sessions(small_bundle, embedder, data):
     """Without project memory or shifts, serving in time order is each session from empty."""
     m = ToolLatencyModel.load(small_bundle, embedder)
+    m.online = {"aci_step": 0.0}  # shifts off (a bundle without online settings learns by default)
     _, test = data
     a, b = evaluate(m, test), evaluate_online(m, test)
     assert set(b) >= {"n", "models", "per_family"} and b["n"] == a["n"]

@@ -64,8 +64,10 @@ def test_online_features_equal_batch_features(predictor, small_split):
         assert np.allclose(online, batch, equal_nan=True, atol=1e-5), "online and batch features differ"
 
 
-def test_history_changes_the_next_prediction(predictor):
-    predictor.reset()
+def test_history_changes_the_next_prediction(small_bundle, embedder):
+    model = ToolLatencyModel.load(small_bundle, embedder)
+    model.online = {"aci_step": 0.0}  # the session's history alone, without the per-family shifts it also moves
+    predictor = Predictor(model)
     call = {"tool": "Bash", "args": {"command": "make integration-test"}, "session_id": "h1"}
     first = predictor.predict({**call, "call_id": "h1-a"})
     assert predictor.observe(call_id="h1-a", latency_ms=240_000)

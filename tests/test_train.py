@@ -1,11 +1,15 @@
 """`python train.py +exp=grep_shell` end to end on a real corpus slice, and `toollat evaluate`.
 
-Small model settings keep this fast; MLflow writes to a temporary sqlite store.
+Small model settings keep this fast; MLflow writes to a temporary (fresh) sqlite store. The run
+is made as a user makes it (progress on), with its output going to pipes 80 columns wide, as in
+a log, CI or an agent's shell: what it prints there is checked too.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,25 +20,30 @@ from conftest import SMALL_SOURCE
 from toollat.paths import REPO_ROOT
 
 
-@pytest.fixture(scope="module")
-def trained(corpus, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
+def train(corpus, tmp: Path, run_dir: str, *over: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "train.py", "+exp=grep_shell",
         f"data.paths=[{corpus / SMALL_SOURCE}]",
         f"mlflow.tracking_uri=sqlite:///{tmp}/mlflow.db", f"mlflow.artifact_root={tmp}/mlruns",
-        f"paths.models={tmp}/models", f"hydra.run.dir={tmp}/hydra", "progress=false",
+        f"paths.models={tmp}/models", f"hydra.run.dir={tmp}/{run_dir}",
         "model.params.n_estimators=60", "model.params.learning_rate=0.1",
-        "model.classifier.n_estimators=40", "model.calibration_folds=2",
+        "model.classifier.n_estimators=40", "model.calibration_folds=2", *over,
     ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "COLUMNS": "140"})
+                          env={**os.environ, "COLUMNS": "80"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp, proc.stdout
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    proc = train(corpus, tmp, "hydra")
+    return tmp, proc.stdout, proc.stderr
 
 
 def test_run_prints_metrics_with_baselines(trained):
-    _, out = trained
+    _, out, _ = trained
     assert "held-out sessions" in out
     for name in ("toollat", "per_tool_median", "per_command_mean", "global_median", "mae_log10", "coverage_p90"):
         assert name in out
@@ -42,7 +51,7 @@ def test_run_prints_metrics_with_baselines(trained):
 
 
 def test_run_exports_a_bundle_and_logs_to_mlflow(trained):
-    tmp, _ = trained
+    tmp, _, _ = trained
     card = json.loads((tmp / "models" / "grep_shell" / "card.json").read_text())
     assert card["name"] == "grep_shell" and card["tools"]["families"] == ["shell", "search"]
     held = card["metrics"]["held_out_sessions"]["models"]
@@ -67,7 +76,7 @@ def test_run_exports_a_bundle_and_logs_to_mlflow(trained):
 
 
 def test_evaluate_json_contract(trained, corpus):
-    tmp, _ = trained
+    tmp, _, _ = trained
     codex = corpus / "EntityProcess__agentv" / "codex"
     proc = subprocess.run([sys.executable, "-m", "toollat.cli", "evaluate", "--model", str(tmp / "models" / "grep_shell"),
                            "--data", str(codex), "--json"], capture_output=True, text=True, timeout=600)
@@ -89,7 +98,7 @@ def test_unknown_experiment_is_a_clear_error(tmp_path):
 
 def test_run_registers_a_pyfunc_model_and_exports_its_held_out_split(trained, corpus):
     """`mlflow.pyfunc.load_model("models:/grep_shell/latest").predict(calls_df)` returns the quantiles."""
-    tmp, out = trained
+    tmp, _, _ = trained
     held = tmp / "hydra" / "held_out_sessions.parquet"
     assert held.is_file()
     import mlflow
@@ -103,3 +112,41 @@ def test_run_registers_a_pyfunc_model_and_exports_its_held_out_split(trained, co
     assert len(pred) == len(calls) and (pred["pred_p90_ms"] >= pred["pred_p50_ms"]).all()
     card = json.loads((tmp / "models" / "grep_shell" / "card.json").read_text())
     assert str(tmp) not in json.dumps(card)  # no absolute path of this machine in a shareable bundle
+
+
+def test_run_output_is_what_the_run_says(trained):
+    """In a log (no terminal, 80 columns): progress for each long step, and no escape code,
+    library warning or log line, artifact download bar, or table header cut to the width."""
+    _, out, err = trained
+    both = out + err
+    assert "\x1b" not in both, "escape codes in a log"
+    for noise in ("Warning", "WARNING", "INFO", "Downloading artifacts", "…"):
+        assert noise not in both, noise
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("metric"))
+    assert all(name in header for name in ("toollat", "per_tool_median", "per_command_mean", "global_median")), header
+    for said in ("opening the MLflow store", "fitting features and lgbm model, then scoring held-out sessions",
+                 "saving the bundle, logging the run to MLflow"):
+        assert said in err, said       # each long step says it starts (and every 15 s while it runs)
+    assert re.search(r"fitted on [\d,]+ training calls in \d+ s \(features \d+ s, model \d+ s\)", out)
+    assert re.search(r"model registered as 'grep_shell' version 1\b", out)
+
+
+def test_a_second_run_keeps_the_bundle_and_overwrite_true_replaces_it(trained, corpus, tmp_path):
+    """An ablation must not destroy the bundle a user compares it with (issue 23.2)."""
+    tmp, _, _ = trained
+    shutil.copytree(tmp / "models", tmp_path / "models")  # the first run's bundle, in a store of its own
+    named = tmp_path / "models" / "grep_shell" / "card.json"
+    first = named.read_bytes()
+    second = train(corpus, tmp_path, "hydra2", "features=no_embeddings")
+    assert named.read_bytes() == first, "models/grep_shell was replaced without overwrite=true"
+    kept = tmp_path / "hydra2" / "bundle" / "card.json"
+    assert json.loads(kept.read_text())["params"]["features"]["embeddings"] is False
+    assert f"{tmp_path / 'models' / 'grep_shell'} exists and is kept: this run's bundle goes to " \
+           f"{tmp_path / 'hydra2' / 'bundle'}" in second.stdout.replace("\n", "")
+    assert f"bundle: {tmp_path / 'hydra2' / 'bundle'}" in second.stdout
+    third = train(corpus, tmp_path, "hydra3", "features=no_embeddings", "overwrite=true")
+    card = json.loads(named.read_text())
+    assert named.read_bytes() != first and card["params"]["features"]["embeddings"] is False
+    assert not (tmp_path / "hydra3" / "bundle").exists()
+    assert "is kept" not in third.stdout and f"bundle: {tmp_path / 'models' / 'grep_shell'}" in third.stdout
+    assert re.search(r"version 2\b", third.stdout)   # the registry keeps every run's bundle

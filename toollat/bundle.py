@@ -71,7 +71,24 @@ def resolve(name_or_path: str | Path) -> Path:
     if shipped is not None:
         return shipped
     raise BundleError(f"no bundle named {str(name_or_path)!r}: not a directory, not in {models_dir()}, "
-                      "and not shipped with the package")
+                      f"and not shipped with the package; {_known()}")
+
+
+def available() -> list[str]:
+    """The bundle names ``resolve`` finds: folders of ``models_dir()`` holding a card, then the shipped ones."""
+    local = models_dir()
+    names = sorted(p.name for p in local.iterdir() if (p / CARD).is_file()) if local.is_dir() else []
+    try:
+        shipped = resources.files("toollat") / "bundles"
+        names += sorted(p.name for p in shipped.iterdir() if p.is_dir() and p.name not in names and (p / CARD).is_file())
+    except (ModuleNotFoundError, OSError):
+        pass
+    return names
+
+
+def _known() -> str:
+    names = available()
+    return f"bundles by name: {', '.join(names)} (or give a bundle directory)" if names else "no bundles found by name"
 
 
 def _sha256(path: Path) -> str:
@@ -121,7 +138,7 @@ def write_bundle(directory: Path, params: dict[str, Any], write_state: Callable[
 def read_card(path: Path) -> dict[str, Any]:
     card_path = path / CARD
     if not path.is_dir():
-        raise BundleError(f"{path} is not a model bundle directory")
+        raise BundleError(f"{path} is not a model bundle directory" + ("" if path.exists() else f"; {_known()}"))
     if card_path.is_symlink() or not card_path.is_file():
         raise BundleError(f"{path} has no {CARD}: not a toollat bundle")
     try:

@@ -49,8 +49,17 @@ def _root(
         console.quiet = True
 
 
+def _progress(as_json: bool) -> bool:
+    """Progress on stderr (``toollat.progress``: a bar in a terminal, plain lines elsewhere) unless
+    the output is JSON or --quiet."""
+    return not as_json and not console.quiet
+
+
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    # the message is text, not markup: "pip install 'toollat[serve]'" must keep its [serve]
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -98,7 +107,7 @@ def ingest(
         result = _ingest_on_cluster(inputs, dask, redact=not no_redact, max_line_bytes=int(max_line_mb * 1024 * 1024))
     else:
         try:
-            result = run_ingest(inputs, redact=not no_redact, progress=not as_json and sys.stderr.isatty(),
+            result = run_ingest(inputs, redact=not no_redact, progress=_progress(as_json),
                                 max_line_bytes=int(max_line_mb * 1024 * 1024))
         except FileNotFoundError as e:
             fail(str(e))
@@ -141,15 +150,21 @@ def _data(paths: list[Path], progress: bool):
     """Calls from raw logs, directories, TraceLab files or canonical Parquet tables."""
     from toollat.ingest import load_calls
 
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        fail(f"no such file or directory: {', '.join(missing)}")
+    paths = [Path(p).expanduser() for p in paths]  # `--data=~/x` reaches us unexpanded
+    missing = [p for p in paths if not p.exists()]
+    if missing:  # a name without a suffix is meant as a directory (~/.claude/projects, logs/)
+        fail("; ".join(f"no such {'file' if p.suffix else 'directory'}: {p}" for p in missing))
     try:
-        df, _ = load_calls(paths, progress=progress)
+        df, report = load_calls(paths, progress=progress)
     except ValueError as e:  # a corrupt or foreign .parquet: say which file
         fail(str(e))
     if len(df) == 0:
-        fail("no tool calls found in --data", 1)
+        files = report.files if report is not None else []
+        if not files:
+            fail(f"no files in --data {' '.join(map(str, paths))}: nothing to read (an empty directory?)", 1)
+        logs = sum(1 for f in files if f.format)
+        fail(f"no tool calls found in --data: {len(files)} file{'s' * (len(files) != 1)}, {logs} of them agent logs "
+             "in a format toollat reads, none with a tool call and its result", 1)
     return df
 
 
@@ -193,23 +208,23 @@ def evaluate(
     from toollat.evaluation.evaluate import evaluate as run_evaluate
     from toollat.evaluation.prequential import evaluate_online
     from toollat.jsonio import dumps
-    from toollat.training import metrics_table
+    from toollat.training import metrics_table, print_whole
 
     if not data:
         fail("give --data PATH (logs, directories or a calls .parquet)")
     m = _model(model)
-    df = _data(list(data), progress=not as_json and sys.stderr.isatty())
+    df = _data(list(data), progress=_progress(as_json))
     df, n_seen = _unseen(m, df, exclude_seen)
-    result = (evaluate_online if online else run_evaluate)(m, df, progress=not as_json and sys.stderr.isatty())
+    result = (evaluate_online if online else run_evaluate)(m, df, progress=_progress(as_json))
     result["seen_in_training"] = 0 if exclude_seen else n_seen
     if result["n"] == 0:
         fail(f"none of the calls is in the model's scope {result['scope']}", 1)
     if as_json:
         print(dumps(result))
     else:
-        out = Console(width=max(Console().width, 100))
+        out = Console(soft_wrap=True)
         out.print(f"model {m.card_.get('name')} ({m.version_}); scope {result['scope']}")
-        out.print(metrics_table("unseen calls" if not n_seen or exclude_seen else "calls (some seen in training)", result))
+        print_whole(metrics_table("unseen calls" if not n_seen or exclude_seen else "calls (some seen in training)", result), out)
         d = result["decision"]
         out.print(f"decision_cost: {d['unit']}; the oracle's {d['oracle_cost']:.3f}; decision_gap_closed against {d['fair_policy']}")
 
@@ -227,11 +242,16 @@ def predict(
     try:
         call_args = json.loads(args_json)
     except json.JSONDecodeError as e:
-        fail(f"ARGS_JSON is not valid JSON: {e.msg} at column {e.colno}")
+        call_args = e
     if not isinstance(call_args, dict):
-        fail("ARGS_JSON must be a JSON object")
+        example = json.dumps({_main_arg(tool): args_json if isinstance(call_args, Exception) else "..."})
+        why = f"not valid JSON ({call_args.msg} at column {call_args.colno})" if isinstance(call_args, Exception) else \
+            f"a JSON {type(call_args).__name__}"
+        fail(f"ARGS_JSON must be a JSON object of the tool's arguments, such as '{example}'; got {why}")
     p = Predictor(_model(model))
     pr = p.predict({"tool": tool, "args": call_args})
+    if pr.fallback:
+        _say_unknown_tool(p, tool, call_args, pr.fallback)
     if as_json:
         from toollat.jsonio import dumps
 
@@ -249,6 +269,31 @@ def predict(
     if pr.fallback:
         print(f"  note: tool not seen in training ({pr.fallback} fallback)")
     print(f"  model: {p.name} {p.model_version}")
+
+
+def _main_arg(tool: str) -> str:
+    """The argument that says what a tool does, for an example: a shell's command, a search's pattern, ..."""
+    from toollat.core.families import tool_family
+
+    return {"shell": "command", "search": "pattern", "read": "file_path", "edit": "file_path", "write": "file_path",
+            "web": "url", "agent": "prompt", "human": "questions", "plan": "plan"}.get(tool_family(tool), "command")
+
+
+def _say_unknown_tool(p, tool: str, call_args: dict, fallback: str) -> None:
+    """A tool name the model never trained on, said on stderr, with a name it knows in another case.
+    Names are matched exactly, as each harness names its tools in one casing (Claude Code ``Bash``,
+    ``Grep``; Codex ``exec_command``, ``shell``: the shared corpus has no name in two casings), so
+    ``bash`` is not ``Bash``: it gets its family's fallback, and this says so."""
+    from rich.markup import escape
+
+    from toollat.core.families import names_like
+
+    known = [n for n in names_like(tool) if p.predict({"tool": n, "args": call_args}).fallback is None]
+    what = "its family's" if fallback == "family" else "the global"
+    msg = f"the model never saw a tool named {tool!r} in training: this is {what} fallback"
+    if known:
+        msg += f"; tool names are case-sensitive, as the agents' harnesses name them: did you mean {known[0]!r}?"
+    console.print(f"[yellow]warning:[/yellow] {escape(msg)}")
 
 
 @app.command()
@@ -311,11 +356,11 @@ def simulate(
     if not data:
         fail("give --data PATH (logs, directories or a calls .parquet)")
     names = [p.strip() for p in policies.split(",") if p.strip()]
-    df = _data(list(data), progress=not as_json and sys.stderr.isatty())
+    df = _data(list(data), progress=_progress(as_json))
     predictor = Predictor(_model(model))
     df, _ = _unseen(predictor.model, df, exclude_seen)
     try:
-        result = simulate_bundle(predictor, df, names, progress=not as_json and sys.stderr.isatty(), plot_path=plot)
+        result = simulate_bundle(predictor, df, names, progress=_progress(as_json), plot_path=plot)
     except ValueError as e:
         fail(str(e))
     if as_json:
@@ -351,30 +396,45 @@ def simulate(
 def replay(
     model: Annotated[str, typer.Option("--model", "-m", help="Bundle directory, or a name under models/.")] = "default",
     data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="Logs, directories, TraceLab files or a canonical .parquet.")] = None,
-    pool_tokens: Annotated[list[int] | None, typer.Option("--pool-tokens", help="GPU KV pool size in tokens (repeatable; default: fractions of the peak demand).")] = None,
-    host_tokens: Annotated[int, typer.Option("--host-tokens", help="Host-memory KV tier in tokens (0: none).")] = 0,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Sessions live at once (sessions are shifted in time onto this many lanes).")] = 16,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate vs pool-size plot here (PNG).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {headline, policies, data} as JSON.")] = False,
+    pool_tokens: Annotated[list[int] | None, typer.Option("--pool-tokens", help="GPU KV pool size in tokens (repeatable; default: live KV / each of conf/pool live_over_pool).")] = None,
+    host_ratio: Annotated[float | None, typer.Option("--host-ratio", help="Host tier as a multiple of each GPU pool (0: none; default: conf/pool host_ratio).")] = None,
+    host_tokens: Annotated[int | None, typer.Option("--host-tokens", help="One host tier in tokens for every pool (instead of --host-ratio).")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", help="Sessions live at once (sessions are shifted in time onto this many lanes; default: conf/pool).")] = None,
+    order_seed: Annotated[int | None, typer.Option("--order-seed", help="Pack sessions in a random order drawn with this seed (default: by first event).")] = None,
+    kv_bytes_per_token: Annotated[float | None, typer.Option("--kv-bytes-per-token", help="KV cache bytes per token (default: conf/pool resume).")] = None,
+    host_gb_s: Annotated[float | None, typer.Option("--host-gb-s", help="Host <-> GPU bandwidth, GB/s one way (default: conf/pool resume).")] = None,
+    prefill_tokens_per_s: Annotated[float | None, typer.Option("--prefill-tokens-per-s", help="Re-prefill throughput, tokens/s (default: conf/pool resume).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Pool settings file (default: the checkout's conf/pool/default.yaml).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the hit-rate and resume-stall vs pool-size plot here (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {headline, policies, data, pools, host_tokens} as JSON.")] = False,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Drop calls of sessions the model trained on.")] = False,
 ) -> None:
-    """Replay many sessions at once against a fixed GPU KV pool: hit rate per eviction policy and pool size."""
+    """Replay many sessions at once against a shared GPU KV pool and a host tier: hit rates and the resume stall per policy and pool size."""
     _needs("data", "toollat replay")
     from toollat.predictor import Predictor
     from toollat.simulation.pool import plot_pools, replay_bundle
     from toollat.simulation.replay import _log_to_active_mlflow_run
+    from toollat.simulation.resume import PoolConfig
 
     if not data:
         fail("give --data PATH (logs, directories or a calls .parquet)")
-    if concurrency < 1:
-        fail("--concurrency must be >= 1")
-    if host_tokens < 0 or any(n <= 0 for n in pool_tokens or []):
-        fail("--pool-tokens must be > 0 and --host-tokens >= 0")
+    if any(n <= 0 for n in pool_tokens or []):
+        fail("--pool-tokens must be > 0")
+    if host_tokens is not None and host_tokens < 0:
+        fail("--host-tokens must be >= 0")
+    if host_tokens is not None and host_ratio is not None:
+        fail("give --host-ratio or --host-tokens, not both")
+    try:
+        cfg = PoolConfig.load(config).with_overrides(
+            concurrency=concurrency, host_ratio=host_ratio, kv_bytes_per_token=kv_bytes_per_token,
+            host_gb_s=host_gb_s, prefill_tokens_per_s=prefill_tokens_per_s)
+    except (ValueError, TypeError, OSError) as e:
+        fail(str(e))
     df = _data(list(data), progress=not as_json and sys.stderr.isatty())
     predictor = Predictor(_model(model))
     df, _ = _unseen(predictor.model, df, exclude_seen)
     try:
-        result = replay_bundle(predictor, df, pool_tokens, host_tokens, concurrency,
+        result = replay_bundle(predictor, df, cfg, pool_tokens, host_tokens, order_seed,
                                progress=not as_json and sys.stderr.isatty())
     except ValueError as e:
         fail(str(e))
@@ -388,22 +448,34 @@ def replay(
         return
     out = Console(width=max(Console().width, 120))
     d = result.data
-    out.print(f"{d.get('pauses', 0):,} pauses of {d.get('sessions', 0):,} sessions at concurrency {concurrency}; "
-              f"peak demand {d.get('peak_demand_tokens', 0):,.0f} tokens; host tier {host_tokens:,} tokens")
+    r = cfg.resume
+    out.print(f"{d.get('pauses', 0):,} pauses of {d.get('sessions', 0):,} sessions at concurrency {cfg.concurrency}; "
+              f"live KV {d.get('live_kv_tokens', 0):,.0f} tokens (peak {d.get('peak_demand_tokens', 0):,.0f}); "
+              f"host tier {d.get('host_tier')}; resume: {r.host_tokens_per_s:,.0f} tokens/s loaded, "
+              f"{r.prefill_tokens_per_s:,.0f} tokens/s re-prefilled ({r.gpu}, {r.model})")
     for note in d.get("notes", []):
         out.print(f"note: {note}")
     from rich.table import Table
 
-    t = Table(show_edge=False, title="token hit rate by GPU pool size (tokens)")
+    t = Table(show_edge=False, title="GPU hit rate / GPU+host hit rate / mean resume stall (ms), by GPU pool (tokens)")
     t.add_column("policy")
     for n in result.pools:
         t.add_column(f"{n:,}", justify="right")
+    def cell(x: dict) -> str:
+        rate = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        stall = "-" if x["stall_mean_s"] is None else f"{1000 * x['stall_mean_s']:.2f}"
+        return f"{rate(x['hit_rate'])} / {rate(x['gpu_host_hit_rate'])} / {stall}"
+
     for name, rows in result.policies.items():
-        t.add_row(name, *("-" if r["hit_rate"] is None else f"{r['hit_rate']:.3f}" for r in rows))
+        t.add_row(name, *(cell(x) for x in rows))
     out.print(t)
     h = result.headline
-    fmt = lambda x: "n/a (Belady never beats LRU by 0.02)" if x is None else f"{x:.3f}"
-    out.print(f"[bold]gap closed vs LRU[/bold]: toollat {fmt(h.get('gap_closed_vs_lru'))}, per_tool {fmt(h.get('gap_closed_vs_lru_per_tool'))}")
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    if "stall_gap_closed" in h:
+        out.print(f"[bold]stall gap closed[/bold] (lru+host -> oracle, middle pool {h['middle_pool']:,}): "
+                  f"toollat {fmt(h['stall_gap_closed'])}, per_tool {fmt(h.get('stall_gap_closed_per_tool'))}")
+    out.print(f"[bold]gap closed vs LRU[/bold] (GPU hit rate): toollat {fmt(h.get('gap_closed_vs_lru'))}, "
+              f"per_tool {fmt(h.get('gap_closed_vs_lru_per_tool'))} (n/a: Belady never beats LRU by 0.02)")
     if plot is not None:
         out.print(f"plot: {plot}")
 
@@ -421,7 +493,7 @@ def harvest(
 
     if budget_s <= 0 or call_timeout_s <= 0:
         fail("--budget-s and --call-timeout-s must be positive")
-    report = run_harvest(out, budget_s=budget_s, seed=seed, progress=not as_json and sys.stderr.isatty(),
+    report = run_harvest(out, budget_s=budget_s, seed=seed, progress=_progress(as_json),
                          call_timeout_s=call_timeout_s)
     if as_json:
         from toollat.jsonio import dumps

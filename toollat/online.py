@@ -13,7 +13,10 @@
   whatever the training data was. The long-call probability is then re-made consistent with
   the shifted quantiles. ``GET /v1/model`` reports the shifts.
 
-Settings are the bundle's ``online`` parameters (``conf/online/default.yaml``).
+Settings are the bundle's ``online`` parameters; ``OnlineConfig``'s defaults are the one owner
+of their values (``conf/online/default.yaml`` states the same values, checked by a test), and a
+bundle without ``online`` parameters (trained before they existed) gets them too, so every
+bundle learns while serving unless it was trained with ``online=off``.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ GLOBAL_PROJECT = "*"
 
 @dataclass(frozen=True)
 class OnlineConfig:
-    aci_step: float = 0.0         # 0: no adaptive shifts (conf/online/default.yaml turns them on)
+    aci_step: float = 0.02        # adaptive conformal step per observed result (0: off, conf/online/off.yaml)
     aci_max_shift: float = 0.5    # log10 s: at most about 3x either way
     max_projects: int = 1000
 

@@ -18,8 +18,10 @@ from typing import Any
 from toollat import __version__
 
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration INFO lines in the run's output
-logging.getLogger("alembic").setLevel(logging.WARNING)
+# A run's output is the run's own: MLflow configures its loggers at import (INFO: "Creating initial
+# MLflow database tables..." on a fresh store), and its artifact copies draw tqdm bars.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -42,6 +44,8 @@ class Tracker:
             return
         import mlflow
 
+        for name in ("mlflow", "alembic"):  # also when mlflow was imported before this module set its level
+            logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
         self._mlflow = mlflow
         mlflow.set_tracking_uri(tracking_uri)
         exp = mlflow.get_experiment_by_name(experiment)
@@ -107,17 +111,22 @@ class Tracker:
         if self.enabled:
             self._mlflow.set_tags(tags)
 
-    def pyfunc(self, bundle_dir: Path, registered_name: str) -> None:
-        """The bundle as an MLflow pyfunc model, registered as ``registered_name``."""
+    def pyfunc(self, bundle_dir: Path, registered_name: str) -> str | None:
+        """The bundle as an MLflow pyfunc model, registered as ``registered_name``; the registered version."""
         if not self.enabled:
-            return
-        import logging
-
-        logging.getLogger("mlflow").setLevel(logging.ERROR)  # no env-inference chatter in the run log
+            return None
         code = Path(__file__).with_name("mlflow_model.py")
-        self._mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"bundle": str(bundle_dir)},
-                                      pip_requirements=[f"toollat=={__version__}"],
-                                      registered_model_name=registered_name)
+        mlflow_log = logging.getLogger("mlflow")
+        level = mlflow_log.level
+        mlflow_log.setLevel(logging.ERROR)  # "Failed to infer model signature": a calls table has no fixed one
+        try:
+            info = self._mlflow.pyfunc.log_model(name="model", python_model=str(code), artifacts={"bundle": str(bundle_dir)},
+                                                 pip_requirements=[f"toollat=={__version__}"],
+                                                 registered_model_name=registered_name)
+        finally:
+            mlflow_log.setLevel(level)
+        version = getattr(info, "registered_model_version", None)
+        return None if version is None else str(version)
 
 
 def _alive(pid: int) -> bool:

@@ -50,3 +50,9 @@ def tool_family(tool_name: str | None) -> str:
     if tool_name.startswith("mcp__"):
         return "mcp"
     return _LOOKUP.get(tool_name.lower(), "other")
+
+
+def names_like(tool_name: str) -> list[str]:
+    """The listed tool names equal to ``tool_name`` but for case (``bash`` -> ``["Bash"]``): the
+    harnesses match names exactly, so these are other tools, named the way a user may have meant."""
+    return [n for names in _BY_FAMILY.values() for n in names if n.lower() == tool_name.lower() and n != tool_name]

@@ -84,7 +84,10 @@ def long_pr(y_ms: np.ndarray, preds: dict[str, tuple[Prediction, float]]):
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title("long calls: precision-recall (dot: operating threshold)")
-    ax.legend(fontsize=8)
+    if is_long.any():
+        ax.legend(fontsize=8)
+    else:  # no call of 60 s or more (a small or harvested corpus): no curve, and matplotlib would warn
+        ax.text(0.5, 0.5, "no call of 60 s or more", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 

@@ -7,6 +7,7 @@ them (similarity-weighted). The memory holds numbers only, no text.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ MEMORY_FEATURES: tuple[str, ...] = (
     "m_sim1", "m_y1", "m_n1", "m_exact_n", "m_exact_y", "m_knn_y", "m_knn_std", "m_knn_long", "m_knn_sim",
 )
 EXACT_SIM = 0.995
+SCREEN = 2e-5   # the float32 screen keeps every entry this close to its k-th (its error is under 5e-6)
 
 
 class NeighborMemory:
@@ -33,11 +35,11 @@ class NeighborMemory:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_t64": None}   # shipped without the float64 copy (made on first query)
 
-    def _vecs_t64(self) -> np.ndarray:
-        """The vectors in float64, transposed (a view: every query multiplies the same layout)."""
+    def _rows64(self) -> np.ndarray:
+        """The vectors in float64, (entries, dims): what the nearest entries are ranked by."""
         if self._t64 is None or len(self._t64) != len(self.vecs):
             self._t64 = self.vecs.astype(np.float64)
-        return self._t64.T
+        return self._t64
 
     @classmethod
     def build(cls, vecs: np.ndarray, groups: np.ndarray, y: np.ndarray, k: int = 10, temperature: float = 0.05) -> "NeighborMemory":
@@ -59,61 +61,48 @@ class NeighborMemory:
         return len(self.n)
 
     def query(self, q: np.ndarray, chunk: int = 1024) -> np.ndarray:
-        """(m, len(MEMORY_FEATURES)) for query vectors ``q`` (L2-normalized)."""
+        """(m, len(MEMORY_FEATURES)) for query vectors ``q`` (L2-normalized), one row at a time
+        through ``_nearest`` (a batch and a single call give the same numbers, to the last bit)."""
         m = len(q)
         out = np.full((m, len(MEMORY_FEATURES)), np.nan, dtype=np.float64)
         if m == 0 or len(self) == 0:
             return out
         k = min(self.k, len(self))
-        if m == 1:
-            out[0] = self._query_one(q[0], k)
-            return out
+        q64 = np.asarray(q, dtype=np.float64)
+        q32 = q64.astype(np.float32)
         for start in range(0, m, chunk):
-            # in float64, so a query's similarities do not depend on the batch it came in (the
-            # BLAS kernel, and the float32 rounding, change with the batch's shape)
-            sims = q[start:start + chunk].astype(np.float64) @ self._vecs_t64()
-            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(sims), 1))
-            top = np.take_along_axis(sims, idx, axis=1)
-            order = np.argsort(-top, axis=1)
-            idx = np.take_along_axis(idx, order, axis=1)
-            top = np.take_along_axis(top, order, axis=1)
-            n, mean, var, lng = self.n[idx], self.mean[idx], self.var[idx], self.long[idx]
-            w = np.sqrt(n) * np.exp((top - top[:, :1]) / self.temperature)
-            wsum = w.sum(axis=1)
-            ky = (w * mean).sum(axis=1) / wsum
-            kvar = (w * (var + (mean - ky[:, None]) ** 2)).sum(axis=1) / wsum
-            exact = top[:, 0] >= EXACT_SIM
-            block = out[start:start + chunk]
-            block[:, 0] = top[:, 0]
-            block[:, 1] = mean[:, 0]
-            block[:, 2] = np.log10(n[:, 0])
-            block[:, 3] = np.where(exact, np.log10(n[:, 0]), 0.0)
-            block[:, 4] = np.where(exact, mean[:, 0], np.nan)
-            block[:, 5] = ky
-            block[:, 6] = np.sqrt(kvar)
-            block[:, 7] = (w * lng).sum(axis=1) / wsum
-            block[:, 8] = top.mean(axis=1)
+            screen = q32[start:start + chunk] @ self.vecs.T
+            for r in range(len(screen)):
+                out[start + r] = self._nearest(q64[start + r], screen[r], k)
         return out
 
-    def _query_one(self, q: np.ndarray, k: int) -> list[float]:
-        """``query`` of one vector (a serving call): the same operations on 1-D arrays, without
-        the 2-D indexing helpers that cost more than the arithmetic at this size. The similarities
-        come from the same product as one row of a batch, and ties are broken the same way."""
-        sims = (q[None, :].astype(np.float64) @ self._vecs_t64())[0]
-        idx = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(k)
-        top = sims[idx]
-        order = np.argsort(-top)
-        idx, top = idx[order], top[order]
-        n, mean, var, lng = self.n[idx], self.mean[idx], self.var[idx], self.long[idx]
-        w = np.sqrt(n) * np.exp((top - top[:1]) / self.temperature)
-        wsum = w.sum()
-        ky = (w * mean).sum() / wsum
-        kvar = (w * (var + (mean - ky) ** 2)).sum() / wsum
-        t0, n0, y0 = float(top[0]), float(n[0]), float(mean[0])
+    def _nearest(self, q: np.ndarray, screen: np.ndarray, k: int) -> list[float]:
+        """The summary of ``q``'s k nearest entries. ``screen`` is a float32 product with every
+        entry (its rounding depends on the BLAS kernel, so on the batch's shape, by up to ~4e-6
+        for these unit vectors): the entries within ``SCREEN`` of its k-th largest are the only
+        ones that can be among the k nearest. Those are ranked by a float64 product computed
+        entry by entry (the same arithmetic whatever the batch), largest first and equal ones by
+        entry, and summarized on numbers."""
+        n_all = len(screen)
+        if k < n_all:
+            kth = np.partition(screen, n_all - k)[n_all - k]
+            cand = np.flatnonzero(screen >= kth - SCREEN)
+        else:
+            cand = np.arange(n_all)
+        sims = (self._rows64()[cand] * q).sum(axis=1)
+        order = np.lexsort((cand, -sims))[:k]
+        idx = cand[order]
+        top = sims[order].tolist()
+        n, mean, var, lng = (a[idx].tolist() for a in (self.n, self.mean, self.var, self.long))
+        t0 = top[0]
+        w = [math.sqrt(ni) * math.exp((t - t0) / self.temperature) for ni, t in zip(n, top)]
+        wsum = sum(w)
+        ky = sum(wi * mi for wi, mi in zip(w, mean)) / wsum
+        kvar = sum(wi * (vi + (mi - ky) ** 2) for wi, vi, mi in zip(w, var, mean)) / wsum
         exact = t0 >= EXACT_SIM
-        ln0 = float(np.log10(n[:1])[0])
-        return [t0, y0, ln0, ln0 if exact else 0.0, y0 if exact else float("nan"), float(ky), float(np.sqrt(kvar)),
-                float((w * lng).sum() / wsum), float(top.mean())]
+        ln0 = math.log10(n[0])
+        return [t0, mean[0], ln0, ln0 if exact else 0.0, mean[0] if exact else float("nan"), ky, math.sqrt(kvar),
+                sum(wi * li for wi, li in zip(w, lng)) / wsum, sum(top) / len(top)]
 
     # -- bundle I/O (numbers only) ----------------------------------------------------------
     def save(self, directory: Path) -> None:

@@ -102,21 +102,22 @@ def run_harvest(out_dir: Path, budget_s: float = 120.0, seed: int = 0, progress:
     report = HarvestReport(seed=seed, budget_s=budget_s, call_timeout_s=call_timeout_s)
     tmp = Path(tempfile.mkdtemp(prefix="toollat-harvest-")).resolve()
     report.workspace = str(tmp)
+    what = f"harvesting for {budget_s:.0f} s"  # the bar counts seconds of the budget
     try:
-        ws = build_workspace(tmp, rng)
-        report.setup_seconds = time.perf_counter() - t_start
-        deadline -= min(report.setup_seconds, CLEANUP_RESERVE_MAX * budget_s)  # leave time to clean up
-        report.workspace_mb = round(ws.total_bytes / 1e6, 1)
-        report.packages = [f"{p.origin}:{p.name} ({p.size_class}, {len(p.files)} files)" for p in ws.packages]
-        runner = ToolRunner(ws.root, call_timeout_s, home=ws.home)
         with _progress_bar(progress) as bar, ThreadPoolExecutor(max_workers=3) as pool:
-            task = bar.add_task("harvest", total=budget_s)
+            task = bar.add_task(f"{what}: building the scratch workspace", total=budget_s)
+            ws = build_workspace(tmp, rng)
+            report.setup_seconds = time.perf_counter() - t_start
+            deadline -= min(report.setup_seconds, CLEANUP_RESERVE_MAX * budget_s)  # leave time to clean up
+            report.workspace_mb = round(ws.total_bytes / 1e6, 1)
+            report.packages = [f"{p.origin}:{p.name} ({p.size_class}, {len(p.files)} files)" for p in ws.packages]
+            runner = ToolRunner(ws.root, call_timeout_s, home=ws.home)
             while deadline - time.perf_counter() > MIN_SESSION_S:
                 planner = SessionPlanner(ws, rng)
                 log = SessionLog(str(uuid.uuid4()), tmp, rng)
                 try:
                     _play(planner, log, runner, pool, deadline, rng, report, lambda d: bar.update(
-                        task, completed=min(time.perf_counter() - t_start, budget_s), description=d))
+                        task, completed=min(time.perf_counter() - t_start, budget_s), description=f"{what}: {d}"))
                 finally:
                     # Written even when a session is cut short, so each file is complete as far as it goes.
                     if log.calls:
@@ -160,7 +161,7 @@ def _play(planner: SessionPlanner, log: SessionLog, runner: ToolRunner, pool: Th
                 session_id=log.session_id, call_id=call_id, message_id=message_id, tool=name, label=_label(name, inp), started_at=out.started_at, ms=out.ms,
                 wall_ms=ts_ms(out.ended_at) - ts_ms(out.started_at), is_error=out.is_error,
                 timed_out=out.timed_out, refused=out.refused))
-        show(f"session {report.sessions + 1}: {report.calls} calls, last {done[-1][1]}")
+        show(f"session {report.sessions + 1}, {report.calls} calls (last {done[-1][1]})")
         _think(_think_time(rng), deadline)
     log.assistant_text(_message_id(), "Done.", time.time(), end_turn=True)
 

@@ -4,7 +4,8 @@
   (with ``explain``, each prediction's ``costs``: the expected cost of keep, offload and drop)
 - ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
 - ``GET /healthz``, ``GET /v1/model`` (running calibration, the hint's rule, the memory budget); OpenAPI at
-  ``/openapi.json``, ``/docs``
+  ``/openapi.json``, ``/docs`` (Swagger UI served from this server: its assets come from the
+  ``swagger-ui-bundle-v2`` package, so the page works on a host without internet access)
 
 Every bad request gets a 4xx with ``{"error": reason, "detail"?}`` and the server keeps serving:
 a Host that is not this server is a 421 (a web page the user visits must not reach it by DNS
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import anyio
@@ -165,7 +167,8 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
     if max_body_bytes is not None:
         limits = ServerLimits(**{**vars(limits), "max_body_bytes": max_body_bytes})
     app = FastAPI(title="toollat", version=predictor.model_version,
-                  description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.")
+                  description="Predicts how long a coding agent's tool call will block, with a KV-cache hint.",
+                  docs_url=None, redoc_url=None)  # FastAPI's pages load their assets from a CDN: _add_docs
     model_ref = {"name": predictor.name, "version": predictor.model_version}
     workers = anyio.CapacityLimiter(limits.model_threads)
     inflight = [0]  # only touched on the event loop
@@ -311,9 +314,39 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         return app.openapi_schema
 
     app.openapi = openapi
+    _add_docs(app)
     app.add_middleware(_Guard, allowed_hosts=LOOPBACK_NAMES | {h.lower() for h in allowed_hosts},
                        max_body_bytes=limits.max_body_bytes)
     return app
+
+
+# Swagger UI's files /docs references, served by this server (nothing is fetched from elsewhere).
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css", "favicon-32x32.png": "image/png"}
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle-v2`` package (5.x, which renders OpenAPI
+    3.1), its assets under ``/docs/assets/``; the online validator badge is off (no request leaves)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import FileResponse
+    from swagger_ui_bundle import swagger_ui_path
+
+    assets = Path(str(swagger_ui_path))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title=f"{app.title} - API",
+                                   swagger_js_url=f"{root}/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str):
+        if name not in DOCS_ASSETS:  # only the listed files: never a path into the package
+            raise HTTPException(404, f"no docs asset {name!r}")
+        return FileResponse(assets / name, media_type=DOCS_ASSETS[name], headers={"Cache-Control": "max-age=86400"})
 
 
 def serve(predictor: Predictor, host: str = "127.0.0.1", port: int = 8700, token: str | None = None,

@@ -9,7 +9,7 @@ docstrings; docs/ARCHITECTURE.md "KV-cache simulation" is the contract.
 """
 from __future__ import annotations
 
-from .gaps import PREDICTION_COLUMNS, GapReport, Gaps, build_gaps
+from .gaps import GapReport, Gaps, build_gaps, prediction_columns_in
 from .metrics import Curve, evaluate, oracle_frontier
 from .plot import plot
 from .policies import (ACTION_NAMES, DROP, KEEP, OFFLOAD, Decision, HintPolicy, Oracle,
@@ -17,8 +17,8 @@ from .policies import (ACTION_NAMES, DROP, KEEP, OFFLOAD, Decision, HintPolicy, 
 from .simulator import POLICY_NAMES, STATIC_TTLS_S, SWEEP_SCALES, SimulationResult, headline, simulate
 
 __all__ = [
-    "ACTION_NAMES", "DROP", "KEEP", "OFFLOAD", "POLICY_NAMES", "PREDICTION_COLUMNS", "STATIC_TTLS_S",
+    "ACTION_NAMES", "DROP", "KEEP", "OFFLOAD", "POLICY_NAMES", "STATIC_TTLS_S",
     "SWEEP_SCALES", "Curve", "Decision", "GapReport", "Gaps", "HintPolicy", "Oracle",
     "PerToolMedianTTL", "Policy", "SimulationResult", "StaticTTL", "build_gaps", "evaluate",
-    "has_predictions", "headline", "oracle_frontier", "plot", "simulate",
+    "has_predictions", "headline", "oracle_frontier", "plot", "prediction_columns_in", "simulate",
 ]

@@ -47,12 +47,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toollat.core.units import P_LONG_COLUMN
+
 # Where a table has no token counts at all: a typical coding-agent context (the shared corpus
 # median is ~94k; Claude Code sessions start near 15k).
 DEFAULT_CONTEXT_TOKENS = 50_000
 MAX_ACTIVE_S = 600.0  # longest credible active period after a gap (module docstring)
-PREDICTION_COLUMNS: tuple[str, ...] = ("pred_p10_ms", "pred_p50_ms", "pred_p90_ms", "pred_p99_ms", "pred_p_long")
 REQUIRED_COLUMNS: tuple[str, ...] = ("session_id", "emitted_at", "result_at", "tool_name")
+
+
+def prediction_columns_in(columns) -> list[str]:
+    """The prediction columns a calls table carries, whatever its levels: every ``pred_*_ms``
+    quantile column (``units.prediction_columns``) and ``pred_p_long``, in table order."""
+    return [c for c in columns if c == P_LONG_COLUMN or (str(c).startswith("pred_") and str(c).endswith("_ms"))]
 
 _SEP = "\x1f"  # joins key parts; never in ids
 
@@ -100,10 +107,6 @@ class Gaps:
     active_kv: float         # sum of tokens * (active_s + lead_s): active KV token-seconds
     baseline_prefill: float  # tokens an eviction-free cache prefills
 
-    @property
-    def has_predictions(self) -> bool:
-        return all(c in self.frame.columns for c in PREDICTION_COLUMNS[:4])
-
     # numpy views for the policies and metrics, which run many times over the same gaps
     @cached_property
     def gap_s(self) -> np.ndarray:
@@ -141,7 +144,7 @@ def build_gaps(calls: pd.DataFrame, max_active_s: float = MAX_ACTIVE_S) -> Gaps:
     human = _human_events(df)
     ev = pd.concat([tool, human], ignore_index=True, sort=False)
     if ev.empty:
-        return _empty(rep, [c for c in PREDICTION_COLUMNS if c in df.columns])
+        return _empty(rep, prediction_columns_in(df.columns))
     # Human gaps sort before a tool gap that starts at the same instant (they end earlier).
     ev["_order"] = (ev["kind"] == "tool").astype(np.int8)
     ev = ev.sort_values(["stream", "start", "_order", "end"], kind="stable").reset_index(drop=True)
@@ -195,7 +198,7 @@ def build_gaps(calls: pd.DataFrame, max_active_s: float = MAX_ACTIVE_S) -> Gaps:
     })
     cols = ["stream", "session_id", "kind", "start", "end", "gap_s", "tokens", "tokens_imputed",
             "active_s", "lead_s", "tool_name", "n_calls"]
-    cols += [c for c in PREDICTION_COLUMNS if c in ev.columns]
+    cols += prediction_columns_in(ev.columns)
     return Gaps(ev[cols], members, rep, active_kv, baseline)
 
 
@@ -227,9 +230,8 @@ def _prepare(calls: pd.DataFrame, rep: GapReport) -> pd.DataFrame:
     df["stream"] = df["session_id"].where(~sub, df["session_id"] + _SEP + agent.fillna(""))
     df["sidechain"] = side.to_numpy()
     df["wall_s"] = _seconds(df["result_at"] - df["emitted_at"])
-    for c in PREDICTION_COLUMNS:
-        if c in calls.columns:
-            df[c] = pd.to_numeric(calls[c], errors="coerce").astype("float64")
+    for c in prediction_columns_in(calls.columns):
+        df[c] = pd.to_numeric(calls[c], errors="coerce").astype("float64")
     no_emit = df["emitted_at"].isna().to_numpy()
     rep.calls_without_emission = int(no_emit.sum())
     return df.loc[~no_emit].reset_index(drop=True)
@@ -254,7 +256,7 @@ def _tool_events(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # The group's longest call names the gap (ties: the later emission).
     longest = df.sort_values(["event", "wall_s", "emitted_at"], na_position="first", kind="stable")
     ev["tool_name"] = longest.groupby("event", sort=True)["tool_name"].last()
-    preds = [c for c in PREDICTION_COLUMNS if c in df.columns]
+    preds = prediction_columns_in(df.columns)
     if preds:
         # Elementwise max over the group; a member without a prediction leaves the gap without one.
         mx = g[preds].max()

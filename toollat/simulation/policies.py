@@ -16,8 +16,9 @@ in seconds (how long GPU memory holds it for ``keep``; how long host memory hold
   misses about half of the calls by construction; this one weighs the whole distribution, as
   toollat's does, so the difference between the two is what the per-call prediction adds.
 - ``HintPolicy``: toollat's hint (``toollat.hints.decide_plans``) from the per-call prediction
-  columns ``pred_p10_ms`` .. ``pred_p99_ms``, combined over a parallel group as the elementwise
-  max of the quantiles. keep -> hold its TTL, then offload (host memory up to ``B / r``) or
+  columns at its ``levels`` (``units.prediction_columns``: ``pred_p10_ms`` .. ``pred_p99_ms``
+  for the default levels; any level set that includes 0.5 works), combined over a parallel
+  group as the elementwise max of the quantiles. keep -> hold its TTL, then offload (host memory up to ``B / r``) or
   drop as the hint says; offload -> host memory for its TTL; drop -> drop. Human gaps get the
   same hint from ``human_quantiles_ms`` (the bundle's training distribution of human waits,
   ``Predictor.predict_human_gap``) when given. Otherwise human gaps, and gaps whose calls lack
@@ -31,6 +32,7 @@ in seconds (how long GPU memory holds it for ``keep``; how long host memory hold
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -38,13 +40,12 @@ import numpy as np
 import pandas as pd
 
 from toollat.hints import HintCosts, decide_plans
+from toollat.core.units import LEVELS, check_levels, prediction_columns
 
-from .gaps import PREDICTION_COLUMNS, Gaps, build_gaps
+from .gaps import Gaps, build_gaps
 
 KEEP, OFFLOAD, DROP = 0, 1, 2
 ACTION_NAMES: tuple[str, ...] = ("keep", "offload", "drop")
-PREDICTION_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99)
-QUANTILE_COLUMNS: tuple[str, ...] = PREDICTION_COLUMNS[:4]
 DEFAULT_HUMAN_TTL_S = 300.0  # a common engine default (5 min), only when nothing better is known
 
 
@@ -158,20 +159,25 @@ def _lookup(names: pd.Series, table: dict[str, float]) -> np.ndarray:
 
 class HintPolicy:
     def __init__(self, costs: HintCosts | None = None, human_ttl_s: float | None = None, name: str = "toollat",
-                 human_quantiles_ms: list[float] | None = None) -> None:
+                 human_quantiles_ms: list[float] | None = None, levels: Sequence[float] = LEVELS) -> None:
         """``costs``: the costs the hint is decided with (default: the simulation's); sweeping
         its ``breakeven_s`` gives the policy's hit-rate/storage curve. ``human_ttl_s``: the
         static TTL for human gaps and gaps without predictions (``simulate`` sets the best
-        static TTL when None)."""
+        static TTL when None). ``levels``: the quantile levels of the prediction columns (and
+        of ``human_quantiles_ms``), e.g. the model's ``levels_``."""
+        self.levels = check_levels(levels)
+        self.columns = prediction_columns(self.levels)
+        if human_quantiles_ms is not None and len(human_quantiles_ms) != len(self.levels):
+            raise ValueError(f"human_quantiles_ms has {len(human_quantiles_ms)} values for levels {list(self.levels)}")
         self.costs = costs
         self.human_ttl_s = human_ttl_s
         self.name = name
         self.human_quantiles_ms = None if human_quantiles_ms is None else list(human_quantiles_ms)
 
     def quantiles_ms(self, gaps: Gaps) -> np.ndarray:
-        """Per gap, the predicted quantiles (ms) at ``PREDICTION_LEVELS``; NaN where none."""
-        require_predictions(gaps.frame.columns)
-        return gaps.frame[list(QUANTILE_COLUMNS)].to_numpy(dtype=np.float64)
+        """Per gap, the predicted quantiles (ms) at ``levels``; NaN where none."""
+        require_predictions(gaps.frame.columns, self.levels)
+        return gaps.frame[self.columns].to_numpy(dtype=np.float64)
 
     def decide(self, gaps: Gaps, costs: HintCosts) -> Decision:
         if self.human_ttl_s is None:
@@ -186,7 +192,7 @@ class HintPolicy:
             # Quantile heads can cross; the hint assumes ascending values.
             values = np.sort(q[predicted], axis=1)
             c = self.costs or costs
-            names, ttl_ms, then = decide_plans(PREDICTION_LEVELS, values, c)
+            names, ttl_ms, then = decide_plans(self.levels, values, c)
             names = np.asarray(names)
             action[predicted] = np.where(names == "keep", KEEP, np.where(names == "offload", OFFLOAD, DROP))
             ttl[predicted] = ttl_ms / 1000.0
@@ -195,7 +201,7 @@ class HintPolicy:
         human = ~gaps.is_tool
         if self.human_quantiles_ms is not None and human.any():
             c = self.costs or costs
-            names, ttl_ms, then = decide_plans(PREDICTION_LEVELS, np.sort(np.asarray([self.human_quantiles_ms], dtype=np.float64), axis=1), c)
+            names, ttl_ms, then = decide_plans(self.levels, np.sort(np.asarray([self.human_quantiles_ms], dtype=np.float64), axis=1), c)
             host = c.breakeven_s / c.offload_hold_ratio if c.offload_hold_ratio > 0 else np.inf
             action[human] = {"keep": KEEP, "offload": OFFLOAD, "drop": DROP}[names[0]]
             ttl[human] = ttl_ms[0] / 1000.0
@@ -206,18 +212,21 @@ class HintPolicy:
 
 class PerToolHint(HintPolicy):
     def __init__(self, baseline, costs: HintCosts | None = None, human_ttl_s: float | None = None,
-                 human_quantiles_ms: list[float] | None = None, name: str = "per_tool") -> None:
+                 human_quantiles_ms: list[float] | None = None, name: str = "per_tool",
+                 levels: Sequence[float] | None = None) -> None:
         """``baseline``: a fitted ``PerToolMedian`` (log10 s at its levels, which must include
-        ``PREDICTION_LEVELS``), e.g. a bundle's own or ``PerToolHint.fit``'s."""
-        super().__init__(costs, human_ttl_s, name, human_quantiles_ms)
-        missing = [lv for lv in PREDICTION_LEVELS if lv not in baseline.levels]
+        ``levels``; None: the baseline's own), e.g. a bundle's own or ``PerToolHint.fit``'s."""
+        levels = tuple(baseline.levels) if levels is None else tuple(levels)
+        super().__init__(costs, human_ttl_s, name, human_quantiles_ms, levels)
+        missing = [lv for lv in self.levels if lv not in baseline.levels]
         if missing:
             raise ValueError(f"per-tool baseline lacks levels {missing}")
         self.baseline = baseline
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, **kw) -> "PerToolHint":
-        """From a training calls table's wall latency, as ``PerToolMedianTTL.fit`` reads it."""
+    def fit(cls, train: pd.DataFrame, levels: Sequence[float] = LEVELS, **kw) -> "PerToolHint":
+        """From a training calls table's wall latency, as ``PerToolMedianTTL.fit`` reads it, at ``levels``."""
+        levels = check_levels(levels)
         from toollat.models.baselines import PerToolMedian
         from toollat.core.units import to_log10_s
 
@@ -226,14 +235,14 @@ class PerToolHint(HintPolicy):
         y = to_log10_s(wall_ms.to_numpy(dtype=np.float64))
         ok = ~np.isnan(y)
         if not ok.any():  # nothing to learn from: every tool gets the engine default, as the median TTL does
-            base = PerToolMedian(levels=PREDICTION_LEVELS)
-            base.overall = [float(np.log10(DEFAULT_HUMAN_TTL_S))] * len(PREDICTION_LEVELS) + [1.0]
-            return cls(base, **kw)
-        return cls(PerToolMedian(levels=PREDICTION_LEVELS).fit(train[ok].reset_index(drop=True), None, y[ok], []), **kw)
+            base = PerToolMedian(levels=levels)
+            base.overall = [float(np.log10(DEFAULT_HUMAN_TTL_S))] * len(levels) + [1.0]
+            return cls(base, levels=levels, **kw)
+        return cls(PerToolMedian(levels=levels).fit(train[ok].reset_index(drop=True), None, y[ok], []), levels=levels, **kw)
 
     def quantiles_ms(self, gaps: Gaps) -> np.ndarray:
         m = gaps.members
-        cols = [self.baseline.levels.index(lv) for lv in PREDICTION_LEVELS]
+        cols = [list(self.baseline.levels).index(lv) for lv in self.levels]
         per_tool = {str(t): np.asarray(self.baseline.row(str(t)), dtype=np.float64)[cols] for t in m["tool_name"].cat.categories}
         rows = np.array([per_tool[str(t)] for t in m["tool_name"]], dtype=np.float64).reshape(len(m), len(cols))
         q = np.full((len(gaps.frame), len(cols)), -np.inf)
@@ -257,14 +266,16 @@ class Oracle:
         return Decision(action, np.where(action == DROP, 0.0, g))
 
 
-def has_predictions(columns) -> bool:
-    return set(QUANTILE_COLUMNS) <= set(columns)
+def has_predictions(columns, levels: Sequence[float] = LEVELS) -> bool:
+    """Whether a table has the prediction columns of ``levels``."""
+    return set(prediction_columns(levels)) <= set(columns)
 
 
-def require_predictions(columns) -> None:
-    """Raise a clear ``ValueError`` if the prediction columns are missing."""
-    missing = [c for c in QUANTILE_COLUMNS if c not in set(columns)]
+def require_predictions(columns, levels: Sequence[float] = LEVELS) -> None:
+    """Raise a clear ``ValueError`` if the prediction columns of ``levels`` are missing."""
+    wanted = prediction_columns(levels)
+    missing = [c for c in wanted if c not in set(columns)]
     if missing:
         raise ValueError(
-            f"the toollat policy needs per-call prediction columns {list(QUANTILE_COLUMNS)} on the "
+            f"the toollat policy needs per-call prediction columns {wanted} on the "
             f"calls DataFrame (missing {missing}); add them with toollat's Predictor first")

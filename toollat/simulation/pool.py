@@ -1,11 +1,12 @@
-"""Engine-realistic KV replay: many sessions at once share a fixed GPU pool of KV blocks.
+"""Engine-realistic KV replay: many sessions at once share a fixed GPU pool of KV blocks, and
+optionally a host-memory tier behind it.
 
 ``simulation.simulator`` decides every gap alone with unlimited memory. Here, as in a serving
 engine, paused requests compete for one pool of ``pool_tokens`` (blocks of ``BLOCK_TOKENS``),
-and a policy only chooses *which* paused KV to evict when the pool is full: every hint is a
-soft priority under memory pressure, never a pin.
+and a policy chooses *which* paused KV to evict when the pool is full and, with a host tier,
+*when* to load it back: every hint is a soft priority under memory pressure, never a pin.
 
-**Timeline** (``Timeline.from_calls``): the gaps of ``gaps.build_gaps`` (tool and human),
+**Timeline** (``Timeline.from_gaps``): the gaps of ``gaps.build_gaps`` (tool and human),
 one stream per agent chain. A request pauses at a gap's start holding its context (the gap's
 ``tokens``, the logs' ``context_tokens``; where a session has none, the documented estimate of
 ``gaps``: stream, session, table median, then ``DEFAULT_CONTEXT_TOKENS``) and resumes at the
@@ -16,10 +17,17 @@ the human-wait distribution). Overlapping gaps of a stream are clipped to start 
 end. Two sessions with the same id in different sources are told apart by source (counted).
 
 **Concurrency**: the logged sessions rarely overlap, so they are packed onto ``concurrency``
-lanes: sessions in order of their first event, each placed on the lane that frees first,
-shifted in time to start when that lane's previous session ended (all streams of a session move
+lanes: sessions in order of their first event (or, with ``order_seed``, in a random order: a
+different session order for the spread), each placed on the lane that frees first, shifted in
+time to start when that lane's previous session ended (all streams of a session move
 together, so its own timeline is unchanged). About ``concurrency`` sessions are then live at
-every moment, each on its logged timeline.
+every moment while sessions last, each on its logged timeline (a few sessions of days keep a
+long tail of the replay nearly idle). **Live KV** (``Timeline.live_kv_tokens``) is the context
+held when a typical request pauses: the median, over pauses, of what every live stream holds
+at that moment (its latest context, from its first pause to its last resume), a measure that
+the idle tail does not dilute as a time average would; the default GPU pools are live KV /
+``live_over_pool`` (``conf/pool``: live KV 1-2x the pool, where eviction-aware policies are
+reported to differ most), the host tier ``host_ratio`` x the pool.
 
 **Replay** (``replay``), events in time order (at equal times, each stream's own order):
 
@@ -31,42 +39,46 @@ every moment, each on its logged timeline.
 - when the pool is over capacity, blocks are evicted from the paused entry with the largest
   eviction key, from its tail (what is left is a prefix, so a partial entry still hits). If
   only active KV is left, the overflow is counted (``overcommitted_events``) and allowed.
-- with a host tier (``host_tokens``), GPU evictions are written to it (``to_host``), and it
-  evicts by the same keys; a resumed entry's host copy is freed.
+- **write-back**: with a host tier (``host_tokens``; a policy with ``host=False``, ``lru``,
+  ignores it), every GPU eviction is written to it (what it lacks of those blocks). **Admission
+  rule**: the host tier takes the blocks into free room, or by evicting (from their tails) host
+  copies whose key is larger than the written entry's; what still does not fit is refused
+  (``host_refused_tokens``). So a copy is refused only when host memory is full of entries
+  that rank before it: a ``drop``-hinted (demoted, lowest-priority) entry is refused exactly
+  when host memory is under pressure, and never otherwise. A resumed entry's host copy is freed.
+- **prefetch**: after a GPU eviction to host, and at the times it names, a policy's
+  ``prefetch_at`` says when to load the entry's host part back (``pool_policies``). The load
+  occupies GPU blocks from its start: they are taken from free room or by evicting paused
+  entries that rank after the loaded entry (its ``loaded_key``) and that the policy expects
+  back later (``expected``), never from active requests; a prefetch that finds no such room is
+  denied, counted, and asked again at the policy's ``recheck_at``. The loaded blocks leave
+  host memory (the tiers stay exclusive; the victims' write-back takes their room, so a
+  prefetch pushes no copy out of host memory). The load runs at the host bandwidth, each load
+  on its own (no queueing); a resume before it is done waits for the rest (a *late* prefetch:
+  a partial stall); prefetched blocks evicted again before the resume, and loaded blocks
+  waiting for it, are *wasted prefetch* (``prefetch_wasted_token_s``: GPU token-seconds from
+  the prefetch's start to the eviction, or from the end of the load to the resume).
 
-**Eviction keys** (larger is evicted first; ties by earlier pause):
+**Metrics** (``replay`` -> dict): ``hit_rate`` = tokens on the GPU and loaded when the request
+resumes (prefetched ones included) / resumed context tokens; ``host_hit_rate`` = tokens served
+from host memory at the resume (loaded then, or the rest of a late prefetch);
+``gpu_host_hit_rate`` = their sum; ``reprefill_tokens``; ``prefill_amplification`` = (fresh +
+re-prefilled) / fresh, fresh being every stream's first context and later growth;
+``host_traffic_tokens`` (written + loaded, prefetches included); ``cost_tokens`` = re-prefilled
++ ``transfer_cost`` x host traffic (``transfer_cost`` per token moved one way, default
+``offload_cost_s / (2 breakeven_s)`` of the hint costs: a round trip costs O where a re-prefill
+costs B). With ``resume`` costs (``resume.ResumeCosts``): per resume the **stall** = (host
+tokens still to load) / host bandwidth + re-prefilled tokens / prefill throughput, and
+``stall_mean_s``, ``stall_p95_s`` (over every resume, zero stalls included),
+``stall_total_s``; the prefetch counts (``prefetches``, ``prefetch_tokens``,
+``prefetch_hit_tokens``, ``prefetch_late``, ``prefetch_denied``, ``prefetch_evicted_tokens``,
+``prefetch_wasted_token_s``). Without ``resume`` nothing is prefetched and the stall is None.
 
-- ``lru``: the least recently paused first (vLLM's and SGLang's default).
-- ``static_ttl`` T: protected for T after the pause, then LRU (soft pin).
-- ``belady``: the furthest true resume first (the bound: optimal for GPU block hits without a
-  host tier, since every block of an entry is next used at the same instant; in a pool smaller
-  than the active KV alone, where whole requests arrive at once, only nearly; in tokens, up
-  to the partial last block of a context: within 1e-6 in hit rate on the shared corpus).
-- ``per_tool`` and ``toollat`` (``Predicted``): **the priority rule**. Holding a paused block
-  until its request resumes saves one re-prefilled token at a price of (resume - now)
-  token-seconds, so its value density is 1 / (expected resume - now): evict the largest
-  *expected resume time*. Given the gap's predicted quantiles as a discrete distribution (the
-  support of ``toollat.hints``: mass between two levels at the upper value, the tail at twice
-  the top value) and the time ``a`` already waited, the expected resume is
-  ``pause + E[G | G > a]``, a step function of ``a`` that changes at the support points; past
-  the whole support it is infinite. That is ``rule="mean"``; the default ``"index"``
-  refines it for heavy tails (a p99 of minutes makes the mean large for a call that most likely
-  returns in a second): the fewest token-seconds held per hit over any holding horizon h,
-  ``min_h E[min(G - a, h) | G > a] / P(G <= a + h | G > a)``, with h and ``a`` at the support
-  points, and the key ``pause + a + index``. For a certain gap both equal Belady's key. On top, the hint of ``toollat.hints.decide_plans`` applied
-  to the tiers: ``keep`` T ranks by expected resume for T, then is demoted (below every kept
-  entry) and goes to the host tier on eviction if its ``then`` is ``offload``; ``offload``
-  copies the KV to the host tier at the pause and is demoted in GPU memory; ``drop`` is demoted
-  and never written to host memory. ``per_tool`` is the same rule on the per-tool training
-  distribution (the fair baseline), ``toollat`` on the Predictor's causal per-call predictions.
-  Human and idle waits get the bundle's training distribution of human waits in both.
-
-**Metrics** (``replay`` -> dict): ``hit_rate`` = GPU-hit tokens / resumed context tokens;
-``host_hit_rate``; ``reprefill_tokens``; ``prefill_amplification`` = (fresh + re-prefilled) /
-fresh, fresh being every stream's first context and later growth; ``host_traffic_tokens``
-(written + loaded); ``cost_tokens`` = re-prefilled + ``transfer_cost`` x host traffic
-(``transfer_cost`` per token moved one way, default ``offload_cost_s / (2 breakeven_s)`` of
-the hint costs: a round trip costs O where a re-prefill costs B).
+**The study** (``run_pools``, ``replay_bundle``): every policy at every pool size; the
+headline's ``stall_gap_closed`` = (stall of ``lru+host`` - stall of ``toollat``) / (stall of
+``lru+host`` - stall of the oracle ``belady``), mean resume stalls at the middle pool, and
+``stall_gap_closed_per_tool`` the same for ``per_tool``; ``gap_closed_vs_lru`` is the earlier
+hit-rate reading (GPU hit rate, between ``lru`` and ``belady``).
 """
 from __future__ import annotations
 
@@ -79,17 +91,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toollat.hints import HintCosts, decide_plans
+from toollat.hints import HintCosts
+from toollat.core.units import prediction_columns
 
-from .gaps import MAX_ACTIVE_S, PREDICTION_COLUMNS, build_gaps
+from .gaps import MAX_ACTIVE_S, build_gaps
+from .pool_policies import DEMOTED, LRU, Belady, ContinuumTTL, Predicted, StaticTTL
+from .resume import PoolConfig, ResumeCosts
+
+__all__ = ["BLOCK_TOKENS", "DEFAULT_POOL_FRACTIONS", "LRU", "Belady", "ContinuumTTL", "PoolResult", "Predicted",
+           "StaticTTL", "Timeline", "default_pools", "disambiguate_sessions", "gap_closed", "live_pools",
+           "pause_quantiles", "plot_pools", "replay", "replay_bundle", "run_pools", "stall_gap_closed"]
 
 BLOCK_TOKENS = 16
-LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9, 0.99)
-QUANTILE_COLUMNS = PREDICTION_COLUMNS[:4]
-POOL_POLICIES: tuple[str, ...] = ("lru", "static_ttl", "per_tool", "toollat", "belady")
-DEFAULT_POOL_FRACTIONS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
-DEFAULT_STATIC_TTL_S = 300.0   # a common engine default (5 min)
-_DEMOTED = 1                   # key class of demoted entries (evicted before kept ones)
+DEFAULT_POOL_FRACTIONS: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)  # of the peak demand
 
 
 # -- the timeline -------------------------------------------------------------------------------
@@ -97,7 +111,8 @@ _DEMOTED = 1                   # key class of demoted entries (evicted before ke
 class Timeline:
     """One row per pause, grouped by stream and in time order within a stream: ``stream``
     (int), ``start`` and ``end`` (seconds), ``tokens`` (context held), ``kind`` (tool, human,
-    idle), ``gap_row`` (the row in the gaps frame, -1 for idle pauses), ``session``."""
+    idle), ``gap_row`` (the row in the gaps frame, -1 for idle pauses), ``session``, ``tool``
+    (the gap's tool: its parallel group's longest call; ``(human)`` or ``(idle)`` otherwise)."""
 
     stream: np.ndarray
     start: np.ndarray
@@ -107,10 +122,13 @@ class Timeline:
     gap_row: np.ndarray
     session: np.ndarray
     report: dict[str, Any] = field(default_factory=dict)
+    tool: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.stream)
-        for name in ("start", "end", "tokens", "kind", "gap_row", "session"):
+        if self.tool is None:
+            self.tool = np.array(["?"] * n, dtype=object)
+        for name in ("start", "end", "tokens", "kind", "gap_row", "session", "tool"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"timeline: {name} has {len(getattr(self, name))} rows, stream has {n}")
         self.start = np.asarray(self.start, dtype=np.float64)
@@ -127,18 +145,19 @@ class Timeline:
         return len(self.stream)
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[Any, float, float, float]], kind: str = "tool") -> "Timeline":
-        """From ``(stream, start_s, end_s, tokens)`` rows (tests, hand-made timelines)."""
+    def of(cls, rows: Sequence[tuple], kind: str = "tool") -> "Timeline":
+        """From ``(stream, start_s, end_s, tokens[, tool])`` rows (tests, hand-made timelines)."""
         rows = sorted(rows, key=lambda r: (str(r[0]), r[1]))
         names = {s: i for i, s in enumerate(dict.fromkeys(str(r[0]) for r in rows))}
         return cls(np.array([names[str(r[0])] for r in rows], dtype=np.int64), np.array([r[1] for r in rows]),
                    np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
                    np.array([kind] * len(rows), dtype=object), np.full(len(rows), -1, dtype=np.int64),
-                   np.array([str(r[0]) for r in rows], dtype=object))
+                   np.array([str(r[0]) for r in rows], dtype=object),
+                   tool=np.array([str(r[4]) if len(r) > 4 else "?" for r in rows], dtype=object))
 
     @classmethod
     def from_gaps(cls, frame: pd.DataFrame, concurrency: int | None = None,
-                  max_active_s: float = MAX_ACTIVE_S) -> "Timeline":
+                  max_active_s: float = MAX_ACTIVE_S, order_seed: int | None = None) -> "Timeline":
         """From a ``gaps.build_gaps`` frame (module docstring: idle pauses, clipping, lanes)."""
         rep: dict[str, Any] = {"overlapping_gaps_clipped": 0, "idle_pauses": 0}
         f = frame.reset_index(drop=True)
@@ -146,9 +165,10 @@ class Timeline:
         start = ((f["start"] - origin).dt.total_seconds()).to_numpy(dtype=np.float64)
         end = ((f["end"] - origin).dt.total_seconds()).to_numpy(dtype=np.float64)
         codes, _ = pd.factorize(f["stream"])
-        streams, starts, ends, toks, kinds, rows, sessions = [], [], [], [], [], [], []
+        streams, starts, ends, toks, kinds, rows, sessions, tools = [], [], [], [], [], [], [], []
         session = f["session_id"].astype(str).to_numpy()
         kind = f["kind"].astype(str).to_numpy()
+        tool_name = f["tool_name"].astype(str).to_numpy() if "tool_name" in f.columns else np.array(["?"] * len(f))
         tokens = f["tokens"].to_numpy(dtype=np.float64)
         prev_stream, prev_end = -1, -math.inf
         for i in range(len(f)):  # frame is in stream order, by start within a stream
@@ -163,18 +183,21 @@ class Timeline:
                     # hidden idle time: pause after max_active_s, resume at this gap's start
                     streams.append(s); starts.append(prev_end + max_active_s); ends.append(a)
                     toks.append(tokens[i - 1]); kinds.append("idle"); rows.append(-1); sessions.append(session[i])
+                    tools.append("(idle)")
                     rep["idle_pauses"] += 1
             streams.append(s); starts.append(a); ends.append(b); toks.append(tokens[i])
-            kinds.append(kind[i]); rows.append(i); sessions.append(session[i])
+            kinds.append(kind[i]); rows.append(i); sessions.append(session[i]); tools.append(tool_name[i])
             prev_stream, prev_end = s, b
         tl = cls(np.array(streams, dtype=np.int64), np.array(starts), np.array(ends), np.array(toks),
-                 np.array(kinds, dtype=object), np.array(rows, dtype=np.int64), np.array(sessions, dtype=object), rep)
+                 np.array(kinds, dtype=object), np.array(rows, dtype=np.int64), np.array(sessions, dtype=object), rep,
+                 np.array(tools, dtype=object))
         if concurrency is not None:
-            tl.pack(concurrency)
+            tl.pack(concurrency, order_seed)
         return tl
 
-    def pack(self, concurrency: int) -> None:
-        """Shift sessions onto ``concurrency`` lanes (module docstring)."""
+    def pack(self, concurrency: int, order_seed: int | None = None) -> None:
+        """Shift sessions onto ``concurrency`` lanes (module docstring), in order of their first
+        event, or in a random order drawn with ``order_seed``."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if not len(self):
@@ -182,6 +205,8 @@ class Timeline:
         df = pd.DataFrame({"session": self.session, "start": self.start, "end": self.end})
         span = df.groupby("session", sort=False).agg(first=("start", "min"), last=("end", "max"))
         span = span.sort_values("first", kind="stable")
+        if order_seed is not None:
+            span = span.iloc[np.random.default_rng(order_seed).permutation(len(span))]
         lanes = [(0.0, k) for k in range(concurrency)]  # (free at, lane)
         heapq.heapify(lanes)
         shift = {}
@@ -193,129 +218,42 @@ class Timeline:
         self.start = self.start + d
         self.end = self.end + d
         self.report["concurrency"] = concurrency
+        self.report["session_order"] = "first event" if order_seed is None else f"random, seed {order_seed}"
         self.report["span_s"] = float(self.end.max() - self.start.min())
 
-    def peak_demand_tokens(self) -> float:
-        """The most context all streams hold at once if nothing is ever evicted: a stream holds
-        its latest context from its first pause to its last resume."""
-        if not len(self):
-            return 0.0
+    def _demand(self) -> tuple[np.ndarray, np.ndarray]:
+        """The context all streams hold if nothing is ever evicted, as a step function: the
+        times it changes and its value from each (a stream holds its latest context from its
+        first pause to its last resume)."""
         last_end = pd.Series(self.end).groupby(self.stream).max().to_dict()
         ev = sorted([(float(self.start[i]), 0, i) for i in range(len(self))]
                     + [(float(e), 1, int(s)) for s, e in last_end.items()])
         held: dict[int, float] = {}
-        total = peak = 0.0
-        for _, kind, x in ev:
+        total = 0.0
+        times, values = [], []
+        for t, kind, x in ev:
             if kind == 0:
                 s = int(self.stream[x])
                 total += self.tokens[x] - held.get(s, 0.0)
                 held[s] = float(self.tokens[x])
-                peak = max(peak, total)
             else:
                 total -= held.pop(x, 0.0)
-        return float(peak)
+            times.append(t)
+            values.append(total)
+        return np.asarray(times), np.asarray(values)
 
+    def peak_demand_tokens(self) -> float:
+        """The most context all streams hold at once if nothing is ever evicted."""
+        if not len(self):
+            return 0.0
+        return float(self._demand()[1].max())
 
-# -- policies -------------------------------------------------------------------------------------
-class LRU:
-    name = "lru"
-
-    def key(self, i: int, pause: float, t: float, tl: Timeline) -> tuple[tuple, float]:
-        return (0, -pause), math.inf
-
-    def to_host(self, i: int, t: float) -> bool:
-        return True
-
-    def offload_at_pause(self, i: int) -> bool:
-        return False
-
-
-class StaticTTL(LRU):
-    def __init__(self, ttl_s: float = DEFAULT_STATIC_TTL_S) -> None:
-        if not ttl_s >= 0:
-            raise ValueError("a static TTL is >= 0 seconds")
-        self.ttl_s = float(ttl_s)
-        self.name = "static_ttl"
-
-    def key(self, i, pause, t, tl):
-        if t < pause + self.ttl_s:
-            return (0, -pause), pause + self.ttl_s
-        return (_DEMOTED, -pause), math.inf
-
-
-class Belady(LRU):
-    name = "belady"
-
-    def key(self, i, pause, t, tl):
-        return (0, float(tl.end[i])), math.inf
-
-
-class Predicted(LRU):
-    """The priority rule on per-pause predicted quantiles (ms, at ``LEVELS``), plus the hint
-    (module docstring). Rows without a finite prediction rank as LRU among demoted entries."""
-
-    def __init__(self, name: str, quantiles_ms: np.ndarray, costs: HintCosts = HintCosts(),
-                 levels: Sequence[float] = LEVELS, hints: bool = True, rule: str = "index") -> None:
-        self.name = name
-        q = np.sort(np.asarray(quantiles_ms, dtype=np.float64), axis=1)
-        self.known = np.isfinite(q).all(axis=1)
-        q = np.where(self.known[:, None], np.maximum(q, 0.0), 0.0) / 1000.0
-        levels = np.asarray(levels, dtype=np.float64)
-        probs = np.diff(np.concatenate([[0.0], levels, [1.0]]))
-        self.support = np.concatenate([q, q[:, -1:] * 2.0], axis=1)          # (n, m) seconds
-        # E[G | G > s_j] for each j = support points already passed (0 .. m-1)
-        m = self.support.shape[1]
-        w = self.support * probs
-        tail_mass = np.cumsum(probs[::-1])[::-1]                               # P(G >= s_j)
-        tail_sum = np.cumsum(w[:, ::-1], axis=1)[:, ::-1]
-        self.cond_mean = tail_sum / tail_mass                                  # (n, m)
-        # the index: token-seconds held per hit, minimised over holding horizons (see docstring)
-        n_ = len(q)
-        self.index = np.full((n_, m), np.inf)
-        for j in range(m):
-            a = self.support[:, j - 1] if j else np.zeros(n_)
-            mass = held = np.zeros(n_)
-            for k in range(j, m):
-                mass = mass + probs[k]
-                held = held + probs[k] * (self.support[:, k] - a)
-                rest = tail_mass[j] - mass
-                cost = held + rest * (self.support[:, k] - a)
-                self.index[:, j] = np.minimum(self.index[:, j], cost / mass)
-        self.rule = rule
-        self.action = np.zeros(len(q), dtype=np.int8)   # 0 keep, 1 offload, 2 drop
-        self.ttl_s = np.full(len(q), math.inf)
-        self.then_offload = np.ones(len(q), dtype=bool)
-        if hints and self.known.any():
-            names, ttl_ms, then = decide_plans(tuple(levels), q[self.known] * 1000.0, costs)
-            code = {"keep": 0, "offload": 1, "drop": 2}
-            self.action[self.known] = [code[a] for a in names]
-            self.ttl_s[self.known] = np.where(np.asarray(names) == "keep", ttl_ms / 1000.0, 0.0)
-            self.then_offload[self.known] = [t != "drop" for t in then]
-        self._m = m
-
-    def key(self, i, pause, t, tl):
-        if not self.known[i]:
-            return (_DEMOTED, math.inf, -pause), math.inf
-        a = t - pause
-        sup = self.support[i]
-        j = int(np.searchsorted(sup, a, side="right"))      # support points already passed (<= a)
-        if j >= self._m:
-            expected = math.inf
-        elif self.rule == "index":
-            expected = pause + (sup[j - 1] if j else 0.0) + self.index[i, j]
-        else:
-            expected = pause + self.cond_mean[i, j]
-        nxt = pause + sup[j] if j < self._m else math.inf
-        demoted = self.action[i] != 0 or a >= self.ttl_s[i]
-        if self.action[i] == 0 and a < self.ttl_s[i]:
-            nxt = min(nxt, pause + self.ttl_s[i])
-        return ((_DEMOTED if demoted else 0), expected, -pause), nxt
-
-    def to_host(self, i, t):
-        return bool(self.action[i] == 1 or (self.action[i] == 0 and self.then_offload[i]))
-
-    def offload_at_pause(self, i):
-        return bool(self.action[i] == 1)
+    def live_kv_tokens(self) -> float:
+        """Live KV: the median, over pauses, of the demand when the request pauses (module docstring)."""
+        if not len(self):
+            return 0.0
+        t, v = self._demand()
+        return float(np.median(v[np.searchsorted(t, self.start, side="right") - 1]))
 
 
 # -- the replay -----------------------------------------------------------------------------------
@@ -336,13 +274,20 @@ class _Tier:
     def remove(self, i: int) -> None:
         self.version.pop(i, None)
 
-    def pop_max(self) -> int | None:
+    def peek_max(self) -> int | None:
         while self.heap:
-            _, v, i = heapq.heappop(self.heap)
+            _, v, i = self.heap[0]
             if self.version.get(i) == v:
-                self.version.pop(i)
                 return i
+            heapq.heappop(self.heap)
         return None
+
+    def pop_max(self) -> int | None:
+        i = self.peek_max()
+        if i is not None:
+            heapq.heappop(self.heap)
+            self.version.pop(i)
+        return i
 
 
 def _blocks(tokens: float, block: int) -> int:
@@ -351,7 +296,7 @@ def _blocks(tokens: float, block: int) -> int:
 
 def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *,
            block_tokens: int = BLOCK_TOKENS, transfer_cost: float | None = None,
-           costs: HintCosts = HintCosts()) -> dict[str, Any]:
+           costs: HintCosts = HintCosts(), resume: ResumeCosts | None = None) -> dict[str, Any]:
     """Replay the timeline under one policy and pool size (module docstring)."""
     if not pool_tokens > 0:
         raise ValueError("pool_tokens must be > 0")
@@ -360,27 +305,50 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
     if transfer_cost is None:
         transfer_cost = costs.offload_cost_s / (2.0 * costs.breakeven_s)
     n = len(tl)
-    cap = int(pool_tokens // block_tokens)
-    gpu, host = _Tier(cap), _Tier(int(host_tokens // block_tokens))
-    nblk = np.array([_blocks(x, block_tokens) for x in tl.tokens], dtype=np.int64)
+    bt = block_tokens
+    cap = int(pool_tokens // bt)
+    use_host = host_tokens > 0 and getattr(policy, "host", True)
+    gpu, host = _Tier(cap), _Tier(int(host_tokens // bt) if use_host else 0)
+    htps = resume.host_tokens_per_s if resume is not None else math.inf
+    prefetching = resume is not None and host.capacity > 0
+    nblk = np.array([_blocks(x, bt) for x in tl.tokens], dtype=np.int64)
+    start_t, tokens = tl.start, tl.tokens
     g = np.zeros(n, dtype=np.int64)        # GPU-resident blocks of a paused entry (a prefix)
     h_lo = np.zeros(n, dtype=np.int64)     # host segment [h_lo, h_hi)
     h_hi = np.zeros(n, dtype=np.int64)
+    pf = np.zeros(n, dtype=np.int64)       # of g, the blocks prefetched (its tail)
+    pf_start = np.zeros(n)
+    pf_done = np.zeros(n)                  # when the prefetch's load ends
+    pf_ver = np.zeros(n, dtype=np.int64)   # cancels stale prefetch checks
     paused = np.zeros(n, dtype=bool)
-    key_of: dict[int, tuple] = {}
+    key_of: dict[int, tuple] = {}          # eviction key in GPU memory
+    hkey_of: dict[int, tuple] = {}         # and in host memory
     changes: list = []                      # (time, entry): an entry's key may change
+    checks: list = []                       # (time, seq, entry, version): prefetch checks
     active: dict[int, int] = {}             # stream -> pinned blocks of its active request
+    stalls: list[float] = []
+    stall_kind: dict[str, float] = {}       # kind of pause -> total stall
     st = {"gpu_hit": 0.0, "host_hit": 0.0, "reprefill": 0.0, "resumed": 0.0, "fresh": 0.0,
           "host_write": 0.0, "host_read": 0.0, "overcommitted_events": 0, "evictions": 0,
-          "requests_larger_than_pool": int((nblk > cap).sum())}
+          "requests_larger_than_pool": int((nblk > cap).sum()), "host_refused": 0,
+          "prefetches": 0, "prefetch_blocks": 0, "prefetch_hit": 0.0, "prefetch_late": 0, "prefetch_denied": 0,
+          "prefetch_evicted": 0, "prefetch_wasted": 0.0}
+    seq = [0]
+    def on_host(i: int) -> bool:
+        return bool(h_hi[i] > g[i] >= h_lo[i])
+
+    begin = getattr(policy, "begin", None)
+    if begin is not None:
+        begin(tl)
 
     def refresh(i: int, t: float) -> None:
-        key, nxt = policy.key(i, float(tl.start[i]), t, tl)
+        key, nxt = policy.key(i, float(start_t[i]), t, tl)
         key_of[i] = key
+        hkey_of[i] = policy.host_key(i, key, tl)
         if g[i] > 0:
             gpu.push(i, key)
         if h_hi[i] > h_lo[i]:
-            host.push(i, key)
+            host.push(i, hkey_of[i])
         if nxt < math.inf:
             heapq.heappush(changes, (nxt, i))
 
@@ -390,36 +358,78 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
             if paused[i]:
                 refresh(i, t)
 
-    def host_make_room(need: int) -> None:
-        while host.used + need > host.capacity:
-            j = host.pop_max()
-            if j is None:
-                return
-            k = min(int(h_hi[j] - h_lo[j]), host.used + need - host.capacity)
-            h_hi[j] -= k
-            host.used -= k
-            if h_hi[j] > h_lo[j]:
-                host.push(j, key_of[j])
-
-    def to_host(j: int, lo: int, hi: int, t: float) -> None:
-        """Write GPU blocks [lo, hi) of entry j to the host tier (what it lacks of them)."""
+    def host_admit(j: int, lo: int, hi: int) -> None:
+        """Write GPU blocks [lo, hi) of entry j to the host tier (admission rule)."""
         if host.capacity <= 0 or hi <= lo:
             return
-        if h_hi[j] > h_lo[j] and h_lo[j] <= hi and h_hi[j] >= lo:    # overlaps or touches
-            new_lo, new_hi = min(lo, h_lo[j]), max(hi, h_hi[j])
-        else:
-            host.used -= int(h_hi[j] - h_lo[j])
-            h_lo[j] = h_hi[j] = 0
-            new_lo, new_hi = lo, hi
-        add = int((new_hi - new_lo) - (h_hi[j] - h_lo[j]))
-        if add > host.capacity:
-            return
+        ol, oh = int(h_lo[j]), int(h_hi[j])
+        merge = oh > ol and ol <= hi and oh >= lo            # overlaps or touches
+        new_lo, new_hi = (min(lo, ol), max(hi, oh)) if merge else (lo, hi)
+        want = new_hi - new_lo
         host.remove(j)
-        host_make_room(add)
-        h_lo[j], h_hi[j] = new_lo, new_hi
-        host.used += add
-        st["host_write"] += add
-        host.push(j, key_of[j])
+        host.used -= oh - ol                                   # its own copy is part of the new one (or useless)
+        h_lo[j] = h_hi[j] = 0
+        kj = hkey_of[j]
+        while host.used + want > host.capacity:
+            v = host.peek_max()
+            if v is None or not hkey_of[v] > kj:
+                break
+            host.pop_max()
+            k = min(int(h_hi[v] - h_lo[v]), host.used + want - host.capacity)
+            h_hi[v] -= k
+            host.used -= k
+            if h_hi[v] > h_lo[v]:
+                host.push(v, hkey_of[v])
+        m = max(0, min(want, host.capacity - host.used))
+        st["host_refused"] += want - m
+        if m <= 0:
+            return
+        h_lo[j], h_hi[j] = new_lo, new_lo + m
+        host.used += m
+        kept_old = max(0, min(new_lo + m, oh) - max(new_lo, ol)) if merge else 0
+        st["host_write"] += m - kept_old
+        host.push(j, kj)
+
+    def schedule(j: int, t: float, at: float | None = None) -> None:
+        """Ask the policy when to load entry j's host part back; queue a check then."""
+        if not prefetching or not (h_hi[j] > g[j] >= h_lo[j]):
+            return
+        if at is None:
+            need = int(h_hi[j] - g[j])
+            at = policy.prefetch_at(j, t, need * bt / htps, victim_s(t, need, j), tl)
+        if at < math.inf:
+            pf_ver[j] += 1
+            seq[0] += 1
+            heapq.heappush(checks, (max(at, t), seq[0], j, int(pf_ver[j])))
+
+    def victim_s(t: float, need: int, j: int) -> float:
+        """How long the entry a prefetch of ``need`` blocks would evict is expected to stay paused."""
+        if gpu.capacity - gpu.used >= need:
+            return math.inf
+        v = gpu.peek_max()
+        if v is None or v == j:
+            return math.inf
+        expected = policy.expected(v, t, tl)
+        if expected == math.inf:           # past its whole predicted support: it waits about as long again
+            return max(t - float(start_t[v]), 0.0)
+        return max(expected - t, 0.0)
+
+    def evict(j: int, want: int, t: float) -> None:
+        """Evict up to ``want`` blocks of paused entry j (popped from the GPU heap) from its tail."""
+        k = min(int(g[j]), want)
+        lo, hi = int(g[j] - k), int(g[j])
+        g[j] = lo
+        gpu.used -= k
+        st["evictions"] += 1
+        if pf[j] > 0:
+            kp = min(k, int(pf[j]))
+            pf[j] -= kp
+            st["prefetch_evicted"] += kp
+            st["prefetch_wasted"] += kp * bt * (t - pf_start[j])
+        host_admit(j, lo, hi)
+        if g[j] > 0:
+            gpu.push(j, key_of[j])
+        schedule(j, t)
 
     def make_room(t: float) -> None:
         while gpu.used > gpu.capacity:
@@ -427,15 +437,57 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
             if j is None:
                 st["overcommitted_events"] += 1
                 return
-            k = min(int(g[j]), gpu.used - gpu.capacity)
-            lo, hi = int(g[j] - k), int(g[j])
-            g[j] = lo
-            gpu.used -= k
-            st["evictions"] += 1
-            if policy.to_host(j, t):
-                to_host(j, lo, hi, t)
-            if g[j] > 0:
-                gpu.push(j, key_of[j])
+            evict(j, gpu.used - gpu.capacity, t)
+
+    def check(j: int, t: float, version: int) -> None:
+        """A prefetch check: start loading entry j's host part back if the policy says now and
+        room is granted (module docstring)."""
+        if version != pf_ver[j] or not paused[j] or not (h_hi[j] > g[j] >= h_lo[j]):
+            return
+        advance(t)
+        need = int(h_hi[j] - g[j])
+        at = policy.prefetch_at(j, t, need * bt / htps, victim_s(t, need, j), tl)
+        if at > t:
+            schedule(j, t, at)
+            return
+        kj = policy.loaded_key(j, t, tl)   # its key once loaded
+        ej = policy.expected(j, t, tl)
+        host.capacity += need               # the loaded blocks leave host memory: room for the victims
+        while gpu.capacity - gpu.used < need:
+            v = gpu.peek_max()
+            if v is None or v == j or not (key_of[v] > kj and policy.expected(v, t, tl) > ej):
+                break
+            gpu.pop_max()
+            evict(v, need - (gpu.capacity - gpu.used), t)
+        got = min(need, gpu.capacity - gpu.used)
+        if got > 0:
+            start_load(j, got, t)
+        host.capacity -= need
+        if got <= 0:
+            st["prefetch_denied"] += 1
+            schedule(j, t, policy.recheck_at(j, t, tl))
+
+    def start_load(j: int, got: int, t: float) -> None:
+        """Move blocks [g, g + got) of entry j from host to GPU memory (the tiers stay exclusive)."""
+        policy.on_load(j, t)
+        new_g = int(g[j]) + got
+        host.used -= min(new_g, int(h_hi[j])) - int(h_lo[j])
+        if h_hi[j] > new_g:
+            h_lo[j] = new_g
+        else:
+            h_lo[j] = h_hi[j] = 0
+            host.remove(j)
+        if pf[j] == 0:
+            pf_start[j] = t
+        pf_done[j] = max(pf_done[j] if pf[j] else t, t) + got * bt / htps
+        g[j] += got
+        pf[j] += got
+        gpu.used += got
+        st["prefetches"] += 1
+        st["prefetch_blocks"] += got
+        st["host_read"] += got
+        gpu.remove(j)
+        refresh(j, t)
 
     # events: (time, order, 1 = pause | 0 = resume, entry). Rows are grouped by stream in time
     # order, so order 2i (pause i) < 2i+1 (resume i) < 2i+2 keeps each stream's sequence at
@@ -447,39 +499,55 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
     if n > 1:
         is_last[:-1] = tl.stream[1:] != tl.stream[:-1]
     for t, _, kind, i in events:
+        while checks and checks[0][0] < t:   # prefetch checks due before this event
+            at, _, j, version = heapq.heappop(checks)
+            check(j, at, version)
         s = int(tl.stream[i])
         advance(t)
         if kind == 1:
             before = active.pop(s, None)
             # fresh prefill: a stream's first context, then its growth
-            st["fresh"] += max(float(tl.tokens[i]) - last_tokens.get(s, 0.0), 0.0)
-            last_tokens[s] = float(tl.tokens[i])
+            st["fresh"] += max(float(tokens[i]) - last_tokens.get(s, 0.0), 0.0)
+            last_tokens[s] = float(tokens[i])
             gpu.used += int(nblk[i]) - (before or 0)
             g[i] = nblk[i]
             paused[i] = True
+            policy.on_pause(i, t)
             refresh(i, t)
-            if policy.offload_at_pause(i):
-                to_host(i, 0, int(nblk[i]), t)
             make_room(t)
         else:
             paused[i] = False
+            pf_ver[i] += 1
             gpu.remove(i)
             host.remove(i)
             need = int(nblk[i])
             hit = int(g[i])
             hh = int(max(0, h_hi[i] - hit)) if (h_hi[i] > h_lo[i] and h_lo[i] <= hit) else 0
             hh = min(hh, need - hit)
-            tok = float(tl.tokens[i])
-            gpu_tok = min(hit * block_tokens, tok)
-            host_tok = min((hit + hh) * block_tokens, tok) - gpu_tok
-            st["gpu_hit"] += gpu_tok
-            st["host_hit"] += host_tok
+            tok = float(tokens[i])
+            g_tok = min(hit * bt, tok)
+            pending = 0.0                   # prefetched tokens not loaded yet
+            if pf[i] > 0:
+                pf_tok = g_tok - min((hit - int(pf[i])) * bt, tok)
+                pending = min(pf_tok, max(0.0, pf_done[i] - t) * htps)
+                st["prefetch_hit"] += pf_tok - pending
+                st["prefetch_wasted"] += pf_tok * max(0.0, t - pf_done[i])
+                st["prefetch_late"] += int(pending > 0)
+            host_tok = min((hit + hh) * bt, tok) - g_tok
+            reprefill = tok - g_tok - host_tok
+            st["gpu_hit"] += g_tok - pending
+            st["host_hit"] += host_tok + pending
             st["host_read"] += hh
-            st["reprefill"] += tok - gpu_tok - host_tok
+            st["reprefill"] += reprefill
             st["resumed"] += tok
+            if resume is not None:
+                stalls.append(resume.stall_s(host_tok + pending, reprefill))
+                stall_kind[str(tl.kind[i])] = stall_kind.get(str(tl.kind[i]), 0.0) + stalls[-1]
             host.used -= int(h_hi[i] - h_lo[i])
             h_lo[i] = h_hi[i] = 0
             g[i] = 0
+            pf[i] = 0
+            policy.on_resume(i, t)
             if is_last[i]:       # the stream's last request: it finishes, its KV is freed
                 gpu.used -= hit
             else:
@@ -487,10 +555,12 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
                 active[s] = need
                 make_room(t)
     resumed = st["resumed"]
-    traffic = (st["host_write"] + st["host_read"]) * block_tokens
-    return {
+    traffic = (st["host_write"] + st["host_read"]) * bt
+    stall = np.asarray(stalls, dtype=np.float64)
+    out = {
         "hit_rate": st["gpu_hit"] / resumed if resumed else None,
         "host_hit_rate": st["host_hit"] / resumed if resumed else None,
+        "gpu_host_hit_rate": (st["gpu_hit"] + st["host_hit"]) / resumed if resumed else None,
         "reprefill_tokens": st["reprefill"],
         "resumed_tokens": resumed,
         "fresh_tokens": st["fresh"],
@@ -501,14 +571,27 @@ def replay(tl: Timeline, policy, pool_tokens: float, host_tokens: float = 0.0, *
         "evictions": st["evictions"],
         "overcommitted_events": st["overcommitted_events"],
         "requests_larger_than_pool": st["requests_larger_than_pool"],
+        "host_refused_tokens": st["host_refused"] * bt,
+        "stall_mean_s": float(stall.mean()) if len(stall) else None,
+        "stall_p95_s": float(np.percentile(stall, 95)) if len(stall) else None,
+        "stall_total_s": float(stall.sum()) if len(stall) else None,
+        "stall_total_s_by_kind": stall_kind if resume is not None else None,
+        "prefetches": st["prefetches"],
+        "prefetch_tokens": st["prefetch_blocks"] * bt,
+        "prefetch_hit_tokens": st["prefetch_hit"],
+        "prefetch_late": st["prefetch_late"],
+        "prefetch_denied": st["prefetch_denied"],
+        "prefetch_evicted_tokens": st["prefetch_evicted"] * bt,
+        "prefetch_wasted_token_s": st["prefetch_wasted"],
     }
+    return out
 
 
 # -- the study: every policy at every pool size ----------------------------------------------------
 @dataclass
 class PoolResult:
     pools: list[int]
-    host_tokens: float
+    host_tokens: list[int]                      # the host tier at each pool size (0: none)
     policies: dict[str, list[dict[str, Any]]]   # name -> one metrics dict per pool
     data: dict[str, Any]
     headline: dict[str, Any]
@@ -531,23 +614,61 @@ def gap_closed(policies: dict[str, list[dict[str, Any]]], name: str, margin: flo
     return float(np.mean(vals)) if vals else None
 
 
-def run_pools(tl: Timeline, policies: Sequence, pools: Sequence[float], host_tokens: float = 0.0,
-              costs: HintCosts = HintCosts(), data: dict[str, Any] | None = None) -> PoolResult:
-    """Every policy at every pool size, and the headline (``gap_closed``)."""
-    out = {p.name: [dict(pool_tokens=int(n), **replay(tl, p, n, host_tokens, costs=costs)) for n in pools]
-           for p in policies}
-    head: dict[str, Any] = {"pools": [int(n) for n in pools]}
+def stall_gap_closed(policies: dict[str, list[dict[str, Any]]], name: str, at: int) -> float | None:
+    """(stall of lru+host - stall of ``name``) / (stall of lru+host - stall of the oracle), mean
+    resume stalls at pool index ``at``; None where the oracle is not below lru+host."""
+    base, orc, x = (policies[k][at].get("stall_mean_s") for k in ("lru+host", "belady", name))
+    if None in (base, orc, x) or not base - orc > 0:
+        return None
+    return float((base - x) / (base - orc))
+
+
+def run_pools(tl: Timeline, policies: Sequence, pools: Sequence[float], host_tokens: float | Sequence[float] = 0.0,
+              costs: HintCosts = HintCosts(), data: dict[str, Any] | None = None,
+              resume: ResumeCosts | None = None, progress: bool = False) -> PoolResult:
+    """Every policy at every pool size (``host_tokens``: one host tier for all, or one per
+    pool), and the headline (module docstring)."""
+    hosts = [float(h) for h in host_tokens] if isinstance(host_tokens, Sequence) else [float(host_tokens)] * len(pools)
+    if len(hosts) != len(pools):
+        raise ValueError(f"{len(hosts)} host tiers for {len(pools)} pools")
+    from toollat.progress import progress_bar
+
+    jobs = [(p, n, h) for p in policies for n, h in zip(pools, hosts)]
+    out: dict[str, list[dict[str, Any]]] = {p.name: [] for p in policies}
+    with progress_bar(progress) as bar:
+        task = bar.add_task("replaying the pool", total=len(jobs))
+        for p, n, h in jobs:
+            out[p.name].append(dict(pool_tokens=int(n), host_tokens=int(h) if getattr(p, "host", True) else 0,
+                                    **replay(tl, p, n, h, costs=costs, resume=resume)))
+            bar.advance(task)
+    pools = [int(n) for n in pools]
+    head: dict[str, Any] = {"pools": pools}
     if "lru" in out and "belady" in out:
         head["gap_closed_vs_lru"] = gap_closed(out, "toollat") if "toollat" in out else None
         head["gap_closed_vs_lru_per_tool"] = gap_closed(out, "per_tool") if "per_tool" in out else None
-        head["pools_where_belady_beats_lru"] = [int(n) for n, l, b in zip(pools, out["lru"], out["belady"])
+        head["pools_where_belady_beats_lru"] = [n for n, l, b in zip(pools, out["lru"], out["belady"])
                                                 if l["hit_rate"] is not None and b["hit_rate"] - l["hit_rate"] >= 0.02]
     if "toollat" in out and "per_tool" in out:
         head["toollat_at_or_above_per_tool_everywhere"] = all(
             (a["hit_rate"] or 0) >= (b["hit_rate"] or 0) - 1e-12 for a, b in zip(out["toollat"], out["per_tool"]))
+    mid = len(pools) // 2
+    if resume is not None and pools and "lru+host" in out and "belady" in out:
+        head["middle_pool"] = pools[mid]
+        head["stall_mean_s_middle"] = {name: rows[mid]["stall_mean_s"] for name, rows in out.items()}
+        head["stall_gap_closed"] = stall_gap_closed(out, "toollat", mid) if "toollat" in out else None
+        head["stall_gap_closed_per_tool"] = stall_gap_closed(out, "per_tool", mid) if "per_tool" in out else None
+        for name in ("toollat", "per_tool"):
+            if name in out:
+                head[f"{name}_gpu_host_hit_at_or_above_lru_host_everywhere"] = all(
+                    (a["gpu_host_hit_rate"] or 0) >= (b["gpu_host_hit_rate"] or 0) - 1e-12
+                    for a, b in zip(out[name], out["lru+host"]))
     for name, rows in out.items():
         head[f"hit_rate_{name}"] = [r["hit_rate"] for r in rows]
-    return PoolResult([int(n) for n in pools], host_tokens, out, dict(data or {}), head)
+        if any(h > 0 for h in hosts):
+            head[f"gpu_host_hit_rate_{name}"] = [r["gpu_host_hit_rate"] for r in rows]
+        if resume is not None:
+            head[f"stall_mean_s_{name}"] = [r["stall_mean_s"] for r in rows]
+    return PoolResult(pools, [int(h) for h in hosts], out, dict(data or {}), head)
 
 
 def disambiguate_sessions(calls: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -565,15 +686,20 @@ def disambiguate_sessions(calls: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return calls, int(len(shared))
 
 
-def pause_quantiles(tl: Timeline, gap_frame: pd.DataFrame, human_ms: Sequence[float] | None) -> np.ndarray:
-    """(n, 4) quantiles in ms per timeline row: the gap's prediction columns for tool gaps, the
-    human-wait distribution for human and idle pauses (NaN where neither is known)."""
-    q = np.full((len(tl), 4), np.nan)
+def pause_quantiles(tl: Timeline, gap_frame: pd.DataFrame, human_ms: Sequence[float] | None,
+                    levels: Sequence[float]) -> np.ndarray:
+    """(n, levels) quantiles in ms per timeline row: the gap's prediction columns at ``levels``
+    for tool gaps, the human-wait distribution (at the same levels) for human and idle pauses
+    (NaN where neither is known)."""
+    cols = prediction_columns(levels)
+    q = np.full((len(tl), len(cols)), np.nan)
     rows = tl.gap_row
     tool = rows >= 0
-    if all(c in gap_frame.columns for c in QUANTILE_COLUMNS):
-        q[tool] = gap_frame[list(QUANTILE_COLUMNS)].to_numpy(dtype=np.float64)[rows[tool]]
+    if all(c in gap_frame.columns for c in cols):
+        q[tool] = gap_frame[cols].to_numpy(dtype=np.float64)[rows[tool]]
     if human_ms is not None:
+        if len(human_ms) != len(cols):
+            raise ValueError(f"human-wait quantiles have {len(human_ms)} values for levels {list(levels)}")
         human = tl.kind != "tool"
         q[human] = np.asarray(human_ms, dtype=np.float64)
     return q
@@ -582,27 +708,43 @@ def pause_quantiles(tl: Timeline, gap_frame: pd.DataFrame, human_ms: Sequence[fl
 def default_pools(tl: Timeline, fractions: Sequence[float] = DEFAULT_POOL_FRACTIONS,
                   block_tokens: int = BLOCK_TOKENS) -> list[int]:
     """Pool sizes as fractions of the peak demand (every context held at once): from pressure
-    on nearly every pause to none, the range where policies can differ."""
+    on nearly every pause to none."""
     peak = tl.peak_demand_tokens()
     return sorted({max(block_tokens, int(round(peak * f / block_tokens)) * block_tokens) for f in fractions})
 
 
-def replay_bundle(predictor, calls: pd.DataFrame, pools: Sequence[float] | None = None,
-                  host_tokens: float = 0.0, concurrency: int = 16,
-                  static_ttl_s: float = DEFAULT_STATIC_TTL_S,
+def live_pools(tl: Timeline, live_over_pool: Sequence[float], block_tokens: int = BLOCK_TOKENS) -> list[int]:
+    """Pool sizes at which the live KV (``Timeline.live_kv_tokens``) is ``live_over_pool`` times
+    the pool, in whole blocks, smallest first."""
+    live = tl.live_kv_tokens()
+    return sorted({max(block_tokens, int(round(live / r / block_tokens)) * block_tokens) for r in live_over_pool})
+
+
+def replay_bundle(predictor, calls: pd.DataFrame, config: PoolConfig, pools: Sequence[float] | None = None,
+                  host_tokens: float | None = None, order_seed: int | None = None,
+                  pool_fractions: Sequence[float] | None = None, analysis: bool = False,
                   max_active_s: float = MAX_ACTIVE_S, progress: bool = False) -> PoolResult:
     """The pool replay of a calls table with a model bundle: toollat from the Predictor's
     causal predictions (``predict_frame``), per_tool from the bundle's per-tool training
-    distributions, both with the bundle's human-wait distribution and hint costs."""
-    if tuple(predictor.levels) != LEVELS:
-        raise ValueError(f"the pool replay needs a bundle predicting levels {LEVELS} (has {predictor.levels})")
+    distributions, both at the model's quantile levels with the bundle's human-wait
+    distribution and hint costs. ``config``: ``conf/pool`` (concurrency, resume costs, default
+    pools ``live_over_pool`` and host tier ``host_ratio`` x pool); ``pools`` and
+    ``host_tokens`` (one host tier for every pool) replace its defaults; ``pool_fractions``
+    gives the pools as fractions of the peak demand instead (``default_pools``). ``analysis``
+    adds two rows that are not policies an engine could run: ``toollat_priority`` (toollat's
+    predictions in the priority order instead of recency) and ``exact_tools`` (every tool gap
+    known to within 0.1%, human and idle waits by the bundle's distribution: what a perfect
+    per-call tool predictor could reach under the same rules)."""
+    levels = tuple(predictor.levels)
     calls, shared = disambiguate_sessions(calls)
     predicted = predictor.predict_frame(calls, progress=progress)
     gaps = build_gaps(predicted, max_active_s=max_active_s)
-    tl = Timeline.from_gaps(gaps.frame, concurrency, max_active_s)
+    tl = Timeline.from_gaps(gaps.frame, config.concurrency, max_active_s, order_seed)
     base = predictor.model.baselines_["per_tool_median"].predict(calls)
+    if tuple(base.levels) != levels:
+        raise ValueError(f"the bundle's per-tool baseline predicts levels {list(base.levels)}, its model {list(levels)}")
     per_tool = calls.copy()
-    for c, col in zip(QUANTILE_COLUMNS, (10.0 ** base.quantiles * 1000.0).T):
+    for c, col in zip(prediction_columns(levels), (10.0 ** base.quantiles * 1000.0).T):
         per_tool[c] = col
     pt_gaps = build_gaps(per_tool, max_active_s=max_active_s)
     if len(pt_gaps.frame) != len(gaps.frame) or not (pt_gaps.frame["start"].to_numpy() == gaps.frame["start"].to_numpy()).all():
@@ -610,44 +752,89 @@ def replay_bundle(predictor, calls: pd.DataFrame, pools: Sequence[float] | None 
     human = predictor.model.human_gaps_
     human_ms = human["ms"]["*"] if human else None
     costs = predictor.costs
-    pols = [LRU(), StaticTTL(static_ttl_s),
-            Predicted("per_tool", pause_quantiles(tl, pt_gaps.frame, human_ms), costs),
-            Predicted("toollat", pause_quantiles(tl, gaps.frame, human_ms), costs), Belady()]
-    pools = list(pools) if pools else default_pools(tl)
+    if pools:
+        pools = sorted(int(p) for p in pools)
+    elif pool_fractions:
+        pools = default_pools(tl, pool_fractions)
+    else:
+        pools = live_pools(tl, config.live_over_pool)
+    hosts = [float(host_tokens)] * len(pools) if host_tokens is not None else [config.host_ratio * n for n in pools]
+    with_host = any(h > 0 for h in hosts)
+    q_toollat = pause_quantiles(tl, gaps.frame, human_ms, levels)
+    pols = [LRU()] + ([LRU(host=True)] if with_host else []) + [
+        StaticTTL(config.static_ttl_s), ContinuumTTL(),
+        Predicted("per_tool", pause_quantiles(tl, pt_gaps.frame, human_ms, levels), costs, levels, order="recency"),
+        Predicted("toollat", q_toollat, costs, levels, order="recency")]
+    if analysis:
+        gap_ms = (tl.end - tl.start)[:, None] * 1000.0 * np.linspace(0.999, 1.001, len(levels))[None, :]
+        exact = np.where((tl.kind == "tool")[:, None], gap_ms, q_toollat)
+        pols += [Predicted("toollat_priority", q_toollat, costs, levels, order="priority"),
+                 Predicted("exact_tools", exact, costs, levels, order="recency")]
+    pols.append(Belady())
     data = gaps.report.to_dict()
     data.update(tl.report)
     data.update({"pauses": len(tl), "sessions_sharing_an_id": shared, "peak_demand_tokens": tl.peak_demand_tokens(),
-                 "static_ttl_s": static_ttl_s, "block_tokens": BLOCK_TOKENS,
-                 "human_wait_distribution": human_ms is not None})
+                 "live_kv_tokens": tl.live_kv_tokens(), "levels": list(levels), "block_tokens": BLOCK_TOKENS,
+                 "human_wait_distribution": human_ms is not None, "config": config.to_dict(),
+                 "host_tier": "none" if not with_host else (f"{host_tokens:,.0f} tokens at every pool" if host_tokens is not None
+                                                          else f"{config.host_ratio:g} x the GPU pool")})
     if pools and min(pools) < tl.tokens.max(initial=0):
         data["notes"] = list(data.get("notes", [])) + [
             f"pool {min(pools):,} tokens is smaller than the largest context ({tl.tokens.max():,.0f}): "
             "such requests never fit and count as re-prefilled (requests_larger_than_pool)"]
-    return run_pools(tl, pols, pools, host_tokens, costs, data)
+    return run_pools(tl, pols, pools, hosts, costs, data, config.resume, progress)
+
+
+_STYLE = {"lru": ("tab:gray", "-"), "lru+host": ("black", "-"), "static_ttl": ("tab:brown", ":"),
+          "continuum_ttl": ("tab:orange", "-."), "per_tool": ("tab:purple", "-."), "toollat": ("tab:green", "-"),
+          "toollat_priority": ("tab:olive", ":"), "exact_tools": ("tab:red", ":"), "belady": ("tab:blue", "--")}
 
 
 def plot_pools(result: PoolResult, path) -> None:
-    """Hit rate against pool size, every policy on one plot (PNG)."""
-    import matplotlib
+    """GPU hit rate against pool size and, with resume costs, the mean resume stall against
+    pool size: every policy on one figure (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows0 = next(iter(result.policies.values()), [])
+    has_stall = bool(rows0) and rows0[0].get("stall_mean_s") is not None
+    fig = Figure(figsize=(12 if has_stall else 7, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 2 if has_stall else 1, 1)
     for name, rows in result.policies.items():
-        ax.plot([r["pool_tokens"] for r in rows], [r["hit_rate"] or 0 for r in rows], marker="o", label=name,
-                linestyle="--" if name == "belady" else "-")
+        color, ls = _STYLE.get(name, (None, "-"))
+        ax.plot([r["pool_tokens"] for r in rows], [r["hit_rate"] or 0 for r in rows], marker="o", ms=4,
+                color=color, linestyle=ls, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("GPU KV pool (tokens)")
-    ax.set_ylabel("token hit rate")
+    ax.set_ylabel("GPU token hit rate")
+    both = [r["gpu_host_hit_rate"] for rows in result.policies.values() for r in rows
+            if r.get("host_tokens") and r["gpu_host_hit_rate"] is not None]
     h = result.headline
-    ax.set_title(f"KV pool replay: gap closed vs LRU toollat {_fmt(h.get('gap_closed_vs_lru'))}, "
-                 f"per_tool {_fmt(h.get('gap_closed_vs_lru_per_tool'))}", fontsize=9)
+    ax.set_title("GPU hit rate" + (f"; GPU+host hit rate {min(both):.4f} .. {max(both):.4f} with a host tier"
+                                   if both else f"; gap closed vs LRU: toollat {_fmt(h.get('gap_closed_vs_lru'))}, "
+                                                f"per_tool {_fmt(h.get('gap_closed_vs_lru_per_tool'))}"), fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    if has_stall:
+        ax2 = fig.add_subplot(1, 2, 2)
+        for name, rows in result.policies.items():
+            color, ls = _STYLE.get(name, (None, "-"))
+            ax2.plot([r["pool_tokens"] for r in rows], [max(r["stall_mean_s"] or 0.0, 1e-6) for r in rows],
+                     marker="o", ms=4, color=color, linestyle=ls, label=name)
+        ax2.set_xscale("log")
+        ax2.set_yscale("log")
+        ax2.set_xlabel("GPU KV pool (tokens)")
+        ax2.set_ylabel("mean resume stall (s; 0 drawn at 1e-6)")
+        title = "mean resume stall"
+        if "stall_gap_closed" in h:
+            title += (f"; gap closed at the middle pool: toollat {_fmt(h.get('stall_gap_closed'))}, "
+                      f"per_tool {_fmt(h.get('stall_gap_closed_per_tool'))}")
+        ax2.set_title(title, fontsize=9)
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(str(path), format="png")
 
 
 def _fmt(x) -> str:

@@ -23,14 +23,14 @@ def bundle_policies(predictor: Predictor) -> dict[str, object]:
     human_ms = human["ms"]["*"] if human else None
     levels = human["levels"] if human else None
     human_median_s = human_ms[levels.index(0.5)] / 1000.0 if human else DEFAULT_HUMAN_TTL_S
-    out: dict[str, object] = {"toollat": HintPolicy(predictor.costs, human_quantiles_ms=human_ms)}
+    out: dict[str, object] = {"toollat": HintPolicy(predictor.costs, human_quantiles_ms=human_ms, levels=predictor.levels)}
     ptm = predictor.model.baselines_.get("per_tool_median")
     if ptm is not None:  # its stored distributions are log10 s at its levels
         mid = ptm.levels.index(0.5)
         by_tool = {t: 10.0 ** d[mid] for t, d in ptm.by_tool.items()}
         by_family = {f: 10.0 ** d[mid] for f, d in ptm.by_family.items()}
         out["per_tool_median"] = PerToolMedianTTL.from_medians(by_tool, 10.0 ** ptm.overall[mid], human_median_s, by_family)
-        out["per_tool"] = PerToolHint(ptm, predictor.costs, human_quantiles_ms=human_ms)
+        out["per_tool"] = PerToolHint(ptm, predictor.costs, human_quantiles_ms=human_ms, levels=predictor.levels)
     return out
 
 
@@ -42,7 +42,7 @@ def simulate_bundle(predictor: Predictor, calls: pd.DataFrame, policies: Sequenc
     predicted = predictor.predict_frame(calls, progress=progress) if "toollat" in policies else calls
     implied = bundle_policies(predictor)
     chosen = [implied.get(p, p) for p in policies]
-    result = simulate(predicted, policies=chosen, costs=predictor.costs)
+    result = simulate(predicted, policies=chosen, costs=predictor.costs, levels=predictor.levels)
     if plot_path is not None:
         from .plot import plot
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toollat.core.units import LEVELS
 from toollat.hints import HintCosts, decision_gap_closed
 
 from .gaps import MAX_ACTIVE_S, build_gaps
@@ -110,6 +111,7 @@ def simulate(
     static_ttls_s: Sequence[float] = STATIC_TTLS_S,
     sweep_scales: Sequence[float] = SWEEP_SCALES,
     max_active_s: float = MAX_ACTIVE_S,
+    levels: Sequence[float] = LEVELS,
 ) -> SimulationResult:
     """Replay ``calls_df`` under the policies (module docstring).
 
@@ -118,9 +120,11 @@ def simulate(
     elsewhere; a ``HintPolicy`` without ``human_ttl_s`` gets the best static TTL); any other
     ``Policy`` is evaluated beside them. None means all four names, ``toollat`` only if the
     calls have the prediction columns. Asking for ``toollat`` without them raises ``ValueError``.
+    ``levels``: the quantile levels of the prediction columns (a model's ``levels_``), for the
+    policies named by a string; a policy object carries its own.
     """
     if policies is None:
-        policies = [p for p in POLICY_NAMES if p != "toollat" or has_predictions(calls_df.columns)]
+        policies = [p for p in POLICY_NAMES if p != "toollat" or has_predictions(calls_df.columns, levels)]
     slots: dict[str, Any] = {}
     others: list[Policy] = []
     for p in policies:
@@ -134,7 +138,7 @@ def simulate(
         else:
             others.append(p)
     if "toollat" in slots:
-        require_predictions(calls_df.columns)
+        require_predictions(calls_df.columns, levels if slots["toollat"] is None else slots["toollat"].levels)
 
     gaps = build_gaps(calls_df, max_active_s=max_active_s)
     data: dict[str, Any] = gaps.report.to_dict()
@@ -176,9 +180,9 @@ def simulate(
         given = slots[name]
         if given is None:
             if name == "toollat":
-                given = HintPolicy()
+                given = HintPolicy(levels=levels)
             else:
-                given = PerToolHint.fit(train_df if train_df is not None else calls_df)
+                given = PerToolHint.fit(train_df if train_df is not None else calls_df, levels)
                 data["per_tool_fit"] = "train_df" if train_df is not None else "in-sample (no train_df)"
         human_ttl = given.human_ttl_s
         if human_ttl is None:
@@ -188,8 +192,8 @@ def simulate(
 
         def variant(c: HintCosts) -> HintPolicy:
             if isinstance(given, PerToolHint):
-                return PerToolHint(given.baseline, c, human_ttl, human_quantiles_ms=hq)
-            return HintPolicy(c, human_ttl, human_quantiles_ms=hq)
+                return PerToolHint(given.baseline, c, human_ttl, human_quantiles_ms=hq, levels=given.levels)
+            return HintPolicy(c, human_ttl, human_quantiles_ms=hq, levels=given.levels)
 
         results[name] = run(variant(hint_costs))
         data[f"{name}_human_ttl_s"] = human_ttl
