@@ -32,8 +32,20 @@ from toollat.paths import corpus_dir
 
 HERE = Path(__file__).resolve().parent
 # One row per variant: Hydra overrides on top of +exp=all_tools. A new feature group is one more
-# entry here, e.g. "approval": ["features=static", "features.approval=true"].
-VARIANTS: dict[str, list[str]] = {"today": ["features=static"]}
+# entry here. "today" is the before; each tail group (issue 19) is today plus that group alone,
+# "tail" every group together.
+_TODAY = ["features=static"]
+_EXCEED = ["model.exceed_s=[10,30,300]"]
+VARIANTS: dict[str, list[str]] = {
+    "today": _TODAY,
+    "approval": [*_TODAY, "features.approval=true"],
+    "subagents": [*_TODAY, "features.subagents=true"],
+    "polls": [*_TODAY, "features.polls=true"],
+    "project": [*_TODAY, "features.project=true"],
+    "exceed": [*_TODAY, *_EXCEED],
+    "tail": [*_TODAY, "features.approval=true", "features.subagents=true", "features.polls=true",
+             "features.project=true", *_EXCEED],
+}
 SEEDS: tuple[int, ...] = (0, 1, 2)
 MODES: tuple[str, ...] = ("batch", "prequential")
 MODELS: tuple[str, ...] = (MODEL, *BASELINE_ORDER)
