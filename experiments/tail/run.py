@@ -45,6 +45,7 @@ VARIANTS: dict[str, list[str]] = {
     "exceed": [*_TODAY, *_EXCEED],
     "tail": [*_TODAY, "features.approval=true", "features.subagents=true", "features.polls=true",
              "features.project=true", *_EXCEED],
+    "tail_no_approval": [*_TODAY, "features.subagents=true", "features.polls=true", "features.project=true", *_EXCEED],
 }
 SEEDS: tuple[int, ...] = (0, 1, 2)
 MODES: tuple[str, ...] = ("batch", "prequential")
