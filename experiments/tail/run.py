@@ -45,6 +45,7 @@ VARIANTS: dict[str, list[str]] = {
     "exceed": [*_TODAY, *_EXCEED],
     "tail": [*_TODAY, "features.approval=true", "features.subagents=true", "features.polls=true",
              "features.project=true", *_EXCEED],
+    "project_exceed": [*_TODAY, "features.project=true", *_EXCEED],
     "tail_no_approval": [*_TODAY, "features.subagents=true", "features.polls=true", "features.project=true", *_EXCEED],
 }
 SEEDS: tuple[int, ...] = (0, 1, 2)
@@ -170,6 +171,7 @@ def write_md(results: dict, meta: dict, out: Path) -> str:
              f"is visible: `toollat evaluate --online`). Seeds {list(meta['seeds'])}; a figure shown as "
              f"`mean [min, max]` varies over the seeds, one number does not. Written by `experiments/tail/run.py"
              f"{' --quick' if meta['quick'] else ''}`; {meta['complete']}.", ""]
+    lines += ablation(results)
     for variant, by_mode in results.items():
         for mode, reps in by_mode.items():
             reps = {s: r for s, r in reps.items() if r is not None}
@@ -213,6 +215,34 @@ def write_md(results: dict, meta: dict, out: Path) -> str:
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
+
+
+ABLATION = (("decision_gap_closed", "decision_gap_closed"), ("long_pr_auc", "long PR-AUC"),
+            ("long_pr_auc_30s", "PR-AUC at 30 s"), ("weighted_mae_log10", "time-weighted MAE"),
+            ("mae_log10", "mae ratio"), ("coverage_p90", "coverage_p90"), ("p_long_ece", "p_long ECE"))
+
+
+def ablation(results: dict) -> list[str]:
+    """One row per variant and mode: toollat's pooled figures over the seeds it has (the mae
+    ratio is to per_tool_median's), so a feature group's row reads against today's."""
+    lines = ["## Ablation: which feature group earns its place", "",
+             "toollat, leave one source out, pooled; `mean [min, max]` over the seeds listed (a row of fewer "
+             "seeds has no spread of its own: read it against today's).", ""]
+    for mode in MODES:
+        lines += [f"{mode.capitalize()}:", "", "| variant | seeds | " + " | ".join(n for _, n in ABLATION) + " |",
+                  "|---|---|" + "---|" * len(ABLATION)]
+        for variant, by_mode in results.items():
+            reps = {s: r for s, r in by_mode[mode].items() if r is not None}
+            if not reps:
+                continue
+            cells = []
+            for key, _ in ABLATION:
+                vals = [r["models"][MODEL][key] / (r["models"]["per_tool_median"][key] if key == "mae_log10" else 1.0)
+                        for r in reps.values()]
+                cells.append(spread(vals))
+            lines.append(f"| {variant} | {', '.join(map(str, reps))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _f(v) -> str:

@@ -88,7 +88,9 @@ def exceedance_quantiles(levels, q: np.ndarray, thresholds_y: np.ndarray, p: np.
     at or below it otherwise; a quantile outside that bracket is moved into it: to the nearer
     end (``clip``) or, between two thresholds, to where the CDF interpolated linearly in log
     latency between them reaches l (``interp``; beyond the outer thresholds, to the threshold).
-    Quantiles already inside their bracket stay, so the result is non-decreasing."""
+    Quantiles already inside their bracket stay; the result is then sorted along the levels (a
+    quantile moved by ``interp`` can pass one that stayed in the same bracket), which keeps
+    every quantile in its bracket (the brackets do not decrease with the level)."""
     if how == "none" or p.shape[1] == 0:
         return q
     levels = np.asarray(levels, dtype=np.float64)
@@ -110,7 +112,7 @@ def exceedance_quantiles(levels, q: np.ndarray, thresholds_y: np.ndarray, p: np.
                 frac = np.where(c1 > c0, (level - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.5)
                 v[inner] = lo[inner] + frac * (hi[inner] - lo[inner])
         out[:, j] = np.clip(v, lo, hi)
-    return out
+    return np.sort(out, axis=1)   # a moved quantile may pass one that stayed in the same bracket
 
 
 def exceedance_quantiles_one(levels, q: list[float], thresholds_y, p: list[float], how: str = "interp") -> list[float]:
@@ -131,7 +133,7 @@ def exceedance_quantiles_one(levels, q: list[float], thresholds_y, p: list[float
             c0, c1 = cdf[m - 1], cdf[m]
             v = lo + ((level - c0) / (c1 - c0) if c1 > c0 else 0.5) * (hi - lo)
         out.append(min(max(v, lo), hi))
-    return out
+    return sorted(out)
 
 
 class LightGBMQuantile:
