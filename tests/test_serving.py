@@ -506,3 +506,15 @@ def test_model_info_states_the_hint_rule(client):
     hints = client.get("/v1/model").json()["hints"]
     assert hints["unit"] == "gpu_hold_s" and hints["host_ttl_s"] == pytest.approx(30.0 / 0.05)
     assert "cheapest plan is the hint" in hints["rule"] and "explain" in hints["rule"]
+
+
+def test_a_small_request_is_answered_as_in_a_large_one(client):
+    """A body under ``inline_bytes`` is answered on the event loop, a larger one in a worker
+    thread: the same call gets the same prediction either way."""
+    call = {"tool": "Bash", "args": {"command": "go test ./internal/... -run TestCache"}}
+    pad = [{"tool": "Read", "args": {"file_path": f"/src/internal/package_{i}/subdir/file_{i}_test.go"}} for i in range(60)]
+    assert len(orjson.dumps({"calls": [call]})) <= LIMITS.inline_bytes < len(orjson.dumps({"calls": [call, *pad]}))
+    small = client.post("/v1/predict", json={"calls": [call]})
+    large = client.post("/v1/predict", json={"calls": [call, *pad]})
+    assert small.status_code == large.status_code == 200
+    assert small.json()["predictions"][0] == large.json()["predictions"][0]

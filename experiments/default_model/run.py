@@ -22,7 +22,8 @@ HERE = Path(__file__).resolve().parent
 CHUNKS = HERE / "chunks"
 EMBEDDERS = {"static": "static", "minilm": "default"}   # name -> conf/features group
 SEEDS = (0, 1, 2)
-KEYS = ("mae_log10", "within_2x", "spearman", "coverage_p90", "long_pr_auc", "weighted_mae_log10")
+KEYS = ("mae_log10", "within_2x", "spearman", "coverage_p90", "long_pr_auc", "long_pr_auc_30s", "p_long_ece",
+        "weighted_mae_log10", "decision_gap_closed")
 
 
 def chunk_path(embedder: str, seed: int, quick: bool) -> Path:

@@ -29,10 +29,12 @@ N = 10_000
 
 
 def requests_from_corpus(n: int) -> tuple[list[dict], list[float]]:
+    """The first ``n`` calls of the corpus (by session) as the API takes them: arguments as objects, absent fields left out."""
+    from stream import requests_of   # the stream's request dicts (this folder)
+
     df, _ = load_calls([corpus_dir()])
     df = df.sort_values(["session_id", "seq"]).head(n)
-    reqs = [{"tool": r.tool_name, "args": r.args, "session_id": r.session_id, "call_id": r.call_id,
-             "agent": r.agent, "model": r.model} for r in df.itertuples()]
+    reqs = [{k: (json.loads(v) if k == "args" else v) for k, v in r.items() if v is not None} for r in requests_of(df)]
     return reqs, df["wall_ms"].tolist()
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from toollat.core.families import tool_family
 from toollat.core.timestamps import epoch_ms, to_epoch_ms
@@ -140,8 +141,8 @@ class Call:
         args = d.get("args", {})
         if isinstance(args, str):
             try:
-                args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as e:
+                args = orjson.loads(args) if args.strip() else {}   # a serving call's parse: ~6x json's speed
+            except json.JSONDecodeError as e:                           # orjson's error is json's subclass
                 raise ValueError(f"'args' is not valid JSON: {e.msg}") from None
         if args is not None and not isinstance(args, dict):
             args = {"value": args}

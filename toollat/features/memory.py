@@ -31,9 +31,16 @@ class NeighborMemory:
         self.var = np.zeros(0)
         self.long = np.zeros(0)
         self._t64: np.ndarray | None = None
+        self._c32: np.ndarray | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_t64": None}   # shipped without the float64 copy (made on first query)
+        return {**self.__dict__, "_t64": None, "_c32": None}   # shipped without the copies (made on first query)
+
+    def _cols32(self) -> np.ndarray:
+        """The vectors as (dims, entries), contiguous: one call's screen runs along entries."""
+        if self._c32 is None or self._c32.shape[1] != len(self.vecs):
+            self._c32 = np.ascontiguousarray(self.vecs.T)
+        return self._c32
 
     def _rows64(self) -> np.ndarray:
         """The vectors in float64, (entries, dims): what the nearest entries are ranked by."""
@@ -71,7 +78,12 @@ class NeighborMemory:
         q64 = np.asarray(q, dtype=np.float64)
         q32 = q64.astype(np.float32)
         for start in range(0, m, chunk):
-            screen = q32[start:start + chunk] @ self.vecs.T
+            block = q32[start:start + chunk]
+            # One row (a serving call) without BLAS: OpenBLAS runs even a matrix-vector product
+            # on all its threads, and on a host whose cores are busy (a serving engine's) a
+            # query then waits up to milliseconds for them; numpy's own loop takes ~80 us always
+            screen = np.einsum("j,ji->i", block[0], self._cols32())[None, :] if len(block) == 1 \
+                else block @ self.vecs.T
             for r in range(len(screen)):
                 out[start + r] = self._nearest(q64[start + r], screen[r], k)
         return out

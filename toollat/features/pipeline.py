@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from toollat.budget import NDARRAY, TUPLE2, ByteLRU, MemoryBudget, keys_bytes
 from toollat.core.call import MAX_ARG_CHARS, Call, bound_args, calls_from_frame, table_projects
@@ -480,8 +481,8 @@ class FeaturePipeline:
     def static_key(call: Call) -> bytes:
         """The feature cache's key of a (bounded) call: a 16-byte digest, not the argument text,
         so a cache entry costs its feature row and keys whatever the text's size."""
-        return digest("\x1f".join((call.tool, json.dumps(call.args, sort_keys=True) if call.args is not None else "\x00",
-                                    call.agent or "", call.model or "", call.permission_mode or "")))
+        return digest("\x1f".join((call.tool, _canonical(call.args), call.agent or "", call.model or "",
+                                    call.permission_mode or "")))
 
     def is_cached(self, key: bytes) -> bool:
         return key in self._static_cache
@@ -591,6 +592,18 @@ class FeaturePipeline:
         if c.memory:
             pipe.memory = NeighborMemory.load(directory, c.knn_k, c.knn_temperature)
         return pipe
+
+
+def _canonical(args: dict | None) -> str:
+    """Arguments as one canonical string (sorted keys), for the cache key: orjson, ten times
+    faster than json here; json for what orjson refuses (integers past 64 bits, keys that are
+    not strings, which only a Python caller can send)."""
+    if args is None:
+        return "\x00"
+    try:
+        return orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(args, sort_keys=True, default=repr)
 
 
 def _text_entry_bytes(key: bytes, block: np.ndarray) -> int:

@@ -2,7 +2,7 @@
 
 - ``POST /v1/predict``  ``{"calls": [...], "engine"?, "explain"?}`` -> ``{"model": {...}, "predictions": [...]}``
   (with ``explain``, each prediction's ``costs``: the expected cost of keep, offload and drop)
-- ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms"}]}``
+- ``POST /v1/observe``  ``{"observations": [{"call_id" | "session_id"+"tool", "latency_ms", "observed_at"?}]}``
 - ``GET /healthz``, ``GET /v1/model`` (running calibration, the hint's rule, the memory budget); OpenAPI at
   ``/openapi.json``, ``/docs`` (Swagger UI served from this server: its assets come from the
   ``swagger-ui-bundle-v2`` package, so the page works on a host without internet access)
@@ -14,7 +14,8 @@ without a preflight), a body that is not UTF-8 JSON a 400, one over the size lim
 not received in time a 408, a field of the wrong type or out of range a 422, and with a token
 set every ``/v1`` route wants ``Authorization: Bearer <token>`` (401). Parsing, validation and
 the model run in worker threads behind a capacity limiter, so the event loop (and /healthz)
-answers while a large batch is predicted; too many requests in flight get a 429 with
+answers while a large batch is predicted (a body under ``inline_bytes`` is answered on the
+event loop itself while no thread works: one call's prediction costs less than the hop); too many requests in flight get a 429 with
 ``Retry-After``, and a request with more never-seen texts than ``max_new_texts``, more calls
 than ``max_calls`` or more observations than ``max_observations`` a 413 (split it). The items of
 a request are validated ``validate_chunk`` at a time, because one pydantic call holds the GIL
@@ -42,6 +43,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from toollat.core.timestamps import to_epoch_ms
 from toollat.predictor import Predictor
 
 from .protocol import ServerLimits
@@ -235,6 +237,11 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         inflight[0] += 1
         try:
             body = await read_body(request)
+            if len(body) <= limits.inline_bytes and workers.borrowed_tokens == 0:
+                # a call or a few: answered here, no thread hop (which cost more than the
+                # prediction); with work in a thread it would wait for the predictor's lock
+                # on the event loop, so then it queues like the rest
+                return work(body)
             return await anyio.to_thread.run_sync(work, body, limiter=workers)
         except _BadRequest as e:
             return _error(e.status, e.reason, e.detail, e.headers)
@@ -247,7 +254,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
             calls = predictor.parse([c.model_dump(exclude_none=True) for c in req.calls])
         except ValueError as e:
             raise _BadRequest(422, str(e)) from None
-        new = predictor.unseen(calls)
+        new = predictor.unseen(calls) if len(calls) > limits.max_new_texts else 0
         if new > limits.max_new_texts:
             raise _BadRequest(413, f"{new} calls with never-seen text; at most {limits.max_new_texts} per request: "
                                    "split the batch")
@@ -262,7 +269,7 @@ def create_app(predictor: Predictor, token: str | None = None, max_body_bytes: i
         req: ObserveRequest = parse(body, ObserveRequest, "observations")
         unknown = [i for i, o in enumerate(req.observations)
                    if not predictor.observe(call_id=o.call_id, latency_ms=o.latency_ms, session_id=o.session_id,
-                                            tool=o.tool, is_error=o.is_error)]
+                                            tool=o.tool, is_error=o.is_error, at_ms=to_epoch_ms(o.observed_at))]
         return _json({"observed": len(req.observations) - len(unknown), "unknown": unknown})
 
     @app.get("/healthz", response_model=Health, responses=_responses(421))

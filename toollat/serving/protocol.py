@@ -33,6 +33,7 @@ class ServerLimits:
     max_new_texts: int = 256          # calls per request whose text this server has not seen (each needs the embedding model)
     max_inflight: int = 32            # requests reading their body, waiting for or doing model work; beyond: 429
     model_threads: int = 2            # worker threads for parsing, validating and the model (off the event loop)
+    inline_bytes: int = 4096          # a body this small is answered on the event loop while no thread works: a thread hop costs more than one call's prediction
     header_timeout_s: float = 10.0    # a request head must arrive within this
     body_timeout_s: float = 30.0      # and its body within this (408)
     max_header_bytes: int = 64 * 1024

@@ -106,6 +106,8 @@ class Observation(BaseModel):
     latency_ms: Annotated[float, Field(strict=True, ge=0, le=MAX_LATENCY_MS)] = Field(
         description="observed blocking time, ms (at most a week)")
     is_error: Annotated[bool, Field(strict=True)] = False
+    observed_at: EpochMs | IsoTime | None = Field(
+        default=None, description="when the result arrived: epoch ms or ISO-8601; default: now (as emitted_at)")
 
     @model_validator(mode="after")
     def identified(self) -> "Observation":
