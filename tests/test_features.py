@@ -44,10 +44,16 @@ def pick(df: pd.DataFrame, n: int) -> list[int]:
     return sorted(RNG.choice(cand, size=min(n, len(cand)), replace=False).tolist())
 
 
-@pytest.fixture(scope="module")
-def fitted(small_split, embedder):
+# The default groups, and every group on: the project history and the tail groups (approval
+# state, subagents, background jobs and polls), which read the same session history.
+CONFIGS = {"default": FeatureConfig(),
+           "tail": FeatureConfig(project=True, approval=True, subagents=True, polls=True)}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def fitted(request, small_split, embedder):
     train, test = small_split
-    pipe = FeaturePipeline(FeatureConfig(), embedder)
+    pipe = FeaturePipeline(CONFIGS[request.param], embedder)
     pipe.fit_transform(train)
     sessions = test["session_id"].drop_duplicates().head(6)
     part = test[test["session_id"].isin(sessions)].reset_index(drop=True)
@@ -81,14 +87,48 @@ def test_transform_sees_the_past(fitted):
 
 
 def test_fit_transform_is_causal(fitted, embedder):
-    _, _, train = fitted
+    pipe, _, train = fitted
     sessions = train["session_id"].drop_duplicates().head(40)
     part = train[train["session_id"].isin(sessions)].reset_index(drop=True)
-    base = FeaturePipeline(FeatureConfig(), embedder).fit_transform(part)
+    base = FeaturePipeline(pipe.config, embedder).fit_transform(part)
     for i in pick(part, 8):
         mod = perturb_from(part, i)
-        X = FeaturePipeline(FeatureConfig(), embedder).fit_transform(mod)
+        X = FeaturePipeline(pipe.config, embedder).fit_transform(mod)
         assert same_row(X[i], base[i]), f"training features of {part.call_id[i]} changed when its future changed"
+
+
+TAIL_PREFIXES = ("ap_", "sa_", "bg_", "j_cls_", "j_sub_min", "j_cmd_min", "j_prog_min")
+
+
+def test_tail_features_see_the_past(small_split, embedder):
+    """Control for the tail groups: an earlier edit or millisecond command that waited (its result
+    seen before c) changes c's approval columns; c's own and later results do not (above)."""
+    train, test = small_split
+    pipe = FeaturePipeline(CONFIGS["tail"], embedder)
+    pipe.fit_transform(train)
+    cols = [j for j, n in enumerate(pipe.names) if n.startswith(TAIL_PREFIXES)]
+    assert len(cols) > 20
+    part = test[test["session_id"].isin(test["session_id"].drop_duplicates().head(12))].reset_index(drop=True)
+    base = pipe.transform(part)
+    ap_cls = pipe.names.index("ap_cls")
+    changed = tried = 0
+    for i in pick(part, 40):
+        c = part.iloc[i]
+        if base[i, ap_cls] not in (1.0, 2.0):   # c is an edit or a millisecond command
+            continue
+        earlier = part.index[(part.session_id == c.session_id) & (part.result_at < c.emitted_at)
+                             & (part.parallel_group != c.parallel_group) & (base[:, ap_cls] == base[i, ap_cls])]
+        if len(earlier) == 0:
+            continue
+        j = earlier[-1]
+        mod = part.copy()
+        mod.loc[j, "wall_ms"] = 120_000.0     # the earlier one waited two minutes (its result still before c)
+        mod.loc[j, "emitted_at"] = mod.loc[j, "result_at"] - pd.Timedelta(milliseconds=120_000)
+        tried += 1
+        changed += not same_row(pipe.transform(mod)[i][cols], base[i][cols])
+        if tried >= 5:
+            break
+    assert tried > 0 and changed == tried
 
 
 def test_parallel_siblings_results_are_invisible(fitted):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from toollat.hints import HintCosts, decide_plans
+from toollat.models.lgbm import exceedance_quantiles, exceedance_quantiles_one
 from toollat.models.bounds import COLUMNS, DurationBounds
 from toollat.core.units import p_exceeds
 
@@ -41,6 +42,24 @@ def test_long_probability_of_one_call_equals_the_batch(with_p):
     batch = p_exceeds(L, q, 60_000.0, p)
     one = [p_exceeds(L, q[i:i + 1], 60_000.0, None if p is None else p[i:i + 1])[0] for i in range(len(q))]
     assert np.array_equal(np.array(one), batch)
+
+
+@pytest.mark.parametrize("how", ["interp", "clip", "none"])
+def test_exceedance_quantiles_of_one_call_equal_the_batch(how):
+    """The exceedance classifiers' bound on the quantiles (issue 19), one row in Python floats."""
+    q = np.log10(_quantiles(5000, 7) / 1000.0 + 1e-3)
+    t = np.log10([10.0, 30.0, 60.0, 300.0])
+    rng = np.random.RandomState(8)
+    p = rng.uniform(0, 1, (len(q), len(t))) ** 3
+    p[::5, 1] = p[::5, 0]            # ties between thresholds' probabilities
+    p[::9] = 0.0
+    p[::10, 2] = 1.0
+    batch = exceedance_quantiles(L, q, t, p, how)
+    if how != "none":
+        assert (batch != q).any()    # the bound moves some
+    for i in range(len(q)):
+        one = exceedance_quantiles_one(L, q[i].tolist(), t.tolist(), p[i].tolist(), how)
+        assert np.array_equal(np.array(one), batch[i]), i
 
 
 def test_duration_bounds_of_one_call_equal_the_batch():

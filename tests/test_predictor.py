@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from toollat.estimator import ToolLatencyModel
+from toollat.online import GLOBAL_PROJECT
 from toollat.predictor import Predictor
 
 
@@ -46,7 +47,8 @@ def replay_online(p: Predictor, session_df):
 
             c = Call.from_request(call)
             hist = p._session(c.session_id)
-            rows[i], _ = p.pipeline.online_row(c, hist, c.emitted_ms)
+            proj = p._project(c.project or GLOBAL_PROJECT) if p._uses_projects else None   # as predict() does
+            rows[i], _ = p.pipeline.online_row(c, hist, c.emitted_ms, proj)
             p.predict(call)
         else:
             p.observe(call_id=r.call_id, latency_ms=float(r.wall_ms), is_error=bool(r.is_error), at_ms=t)

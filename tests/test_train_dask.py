@@ -72,8 +72,9 @@ def _rows_by_identity(data):
 
 
 @pytest.mark.parametrize("features", [
-    # every group, the project history (partitions then hold whole projects), arguments read to 300 characters
-    {"embedder": "static", "project": True, "max_arg_chars": 300},
+    # every group, the project history (partitions then hold whole projects) and the tail groups
+    # (issue 19), arguments read to 300 characters
+    {"embedder": "static", "project": True, "approval": True, "subagents": True, "polls": True, "max_arg_chars": 300},
     {"embedder": "static"},
 ])
 def test_local_and_dask_executors_give_the_same_feature_rows(small_split, client, features):
@@ -89,6 +90,7 @@ def test_local_and_dask_executors_give_the_same_feature_rows(small_split, client
     assert dp.names == lp.names and ddata.n == ldata.n > 1000
     assert {"c_tool", "c_program", "sh_sleep_s", "emb_0", "m_knn_y", "x_seq", "r_all_mean"} <= set(lp.names)
     assert ("j_tool_mean" in lp.names) == features.get("project", False)
+    assert {"ap_cls_wait_rate", "j_cls_wait_rate", "sa_fg_mean", "bg_left_s"} <= set(lp.names) or not features.get("approval")
     for n, v in lp.vocabs.items():
         assert dp.vocabs[n].hashes == v.hashes, n
     np.testing.assert_array_equal(dp.pca_components, lp.pca_components)

@@ -38,6 +38,17 @@ NUMERIC: tuple[str, ...] = (
     "g_prompt_chars", "h_questions", "h_options", "w_query_chars", "pl_items",
 )
 CATEGORICAL: tuple[str, ...] = ("c_program", "c_subcommand", "c_ext", "c_kind")
+# The call's class (``context.CLASSES``), in the categorical strings under "cls" (the pipeline
+# keys the session history by it; it is no column of its own): a poll of a background job, a
+# background launch, a subagent, an edit, a shell command of millisecond programs only
+# ("quick": what waits there is an approval prompt) or any other shell command.
+CLASS = "cls"
+QUICK_PROGRAMS = frozenset((
+    "git ls cat grep rg sed awk head tail wc find echo pwd mkdir rm mv cp touch chmod jq sort uniq cut tr diff stat "
+    "file which basename dirname realpath readlink date printf test [ true cd export ln tree du xargs tee less more "
+    "column env fd ag rmdir").split())
+SLOW_CATEGORIES = frozenset(("network", "build", "test", "lint", "wait", "script"))
+POLL_TOOLS = frozenset(("taskoutput", "bashoutput", "write_stdin"))
 
 _MEDIA = {".png", ".jpg", ".jpeg", ".gif", ".pdf", ".webp", ".ipynb", ".svg", ".bmp"}
 _REGEX = re.compile(r"[\\^$.|?*+()\[\]{}]")
@@ -105,6 +116,9 @@ def arg_features(tool: str, family: str, args: dict[str, Any] | None) -> tuple[d
             num[f"sh_cat_{c}"] = float(c in sc.categories)
         cat["c_program"] = sc.program
         cat["c_subcommand"] = sc.subcommand or sc.program
+        quick = (sc.programs and not sc.sleep_s and all(p in QUICK_PROGRAMS for p in sc.programs)
+                 and not sc.categories & SLOW_CATEGORIES)
+        cat[CLASS] = "bg" if sc.background else ("quick" if quick else "shell")
 
     # explicit time budgets: Claude Bash timeout (ms), Codex yield_time_ms / timeout_ms, wait_agent timeout_ms
     timeout = _num(args.get("timeout"))
@@ -197,4 +211,12 @@ def arg_features(tool: str, family: str, args: dict[str, Any] | None) -> tuple[d
         skill = args.get("skill")
         if isinstance(skill, str):
             cat["c_kind"] = skill[:40]
+    if t in POLL_TOOLS:
+        cat[CLASS] = "poll"
+    elif args.get("run_in_background") is True:
+        cat[CLASS] = "bg"
+    elif family == "agent":
+        cat[CLASS] = "agent"
+    elif family in ("edit", "write"):
+        cat[CLASS] = "edit"
     return num, cat

@@ -37,12 +37,15 @@ MAX_COMMANDS = 2048
 # Upper bounds (bytes) of what each entry of a session's history holds (toollat/budget.py). The
 # base covers the object, the first tables of its four dicts (a dict's smallest table is larger
 # than its share per entry), the recent results and the running "all" statistics.
-SESSION_BASE = 3072
-STAT_ENTRY = DICT_SLOT + tuple_bytes(7) + 7 * FLOAT + TUPLE2    # + the key's value string
+SESSION_BASE = 3328
+STAT_ENTRY = DICT_SLOT + tuple_bytes(10) + 10 * FLOAT + TUPLE2   # + the key's value string
 RESID_ENTRY = DICT_SLOT + tuple_bytes(5) + 5 * FLOAT + TUPLE2
 PENDING_ENTRY = tuple_bytes(5) + 2 * FLOAT   # + its strings and keys; dict slots are charged at their high water
 POLL_ENTRY = tuple_bytes(3) + 3 * FLOAT
 KEY_KINDS = ("tool", "fam", "prog", "sub", "cmd")
+# With the approval or polls groups a call's keys carry a sixth, its class (``call_class``):
+# ``("cls", "edit")`` etc.; its statistics count how often calls of the class waited.
+CLS = 5
 
 
 class HistoryKeys:
@@ -86,9 +89,30 @@ CONTEXT_FEATURES: tuple[str, ...] = (
     *(f"r_{kind}_{stat}" for kind in _RESID_KINDS for stat in _RESID_STATS),
 )
 
+# The tail groups (``features.approval`` / ``subagents`` / ``polls``), read off the same history.
+# Classes of a call (``args.call_class``): what it is, for what can make it wait.
+CLASSES: tuple[str, ...] = ("edit", "quick", "shell", "agent", "bg", "poll")
+FAST_CLASSES = ("edit", "quick")   # run in milliseconds: seconds are a wait (an approval prompt)
+APPROVAL_FEATURES: tuple[str, ...] = (
+    "ap_cls", "ap_cls_n", "ap_cls_wait_n", "ap_cls_wait_rate", "ap_cls_last", "ap_cls_wait_mean",
+    "ap_fast_n", "ap_fast_wait_rate", "ap_fast_wait_mean",
+    "ap_prog_min", "ap_sub_min", "ap_sub_wait_n", "ap_cmd_min",
+    "ap_since_wait_s", "ap_since_human_s", "ap_gap_n", "ap_gap_mean",
+)
+SUBAGENT_FEATURES: tuple[str, ...] = ("sa_pending", "sa_fg_n", "sa_fg_mean", "sa_fg_max", "sa_fg_last")
+POLL_FEATURES: tuple[str, ...] = ("bg_n", "bg_since_s", "bg_exp", "bg_left_s", "bg_poll_n", "bg_poll_mean", "bg_poll_last",
+                                  "bg_poll_wait_n")
+_CLASS_CODE = {("cls", c): float(i + 1) for i, c in enumerate(CLASSES)}
+_FAST_KEYS = tuple(("cls", c) for c in FAST_CLASSES)
+_AGENT_CLS, _BG_CLS, _POLL_CLS = ("cls", "agent"), ("cls", "bg"), ("cls", "poll")
+_AGENT_FAM = ("fam", "agent")
 
-# A key's running statistics: a tuple (n, total, last, max, ewm, n_long, n_err) replaced on
-# each result (see above); counts are whole floats, so the arithmetic is the same as with ints.
+
+# A key's running statistics: a tuple (n, total, last, max, ewm, n_long, n_err, min, n_wait,
+# total_wait) replaced on each result (see above); counts are whole floats, so the arithmetic is
+# the same as with ints. ``n_wait`` / ``total_wait``: the results of at least ``WAIT_Y`` (2 s),
+# and the sum of their latencies: for a millisecond program or an edit, a wait that was not the
+# program (an approval prompt, a human answering).
 _NO_RESID = (0.0, 0.0, NAN, NAN, 0.0)                   # n, total, last, max, n_slow
 
 
@@ -104,13 +128,17 @@ def _resid_values(st: tuple) -> list[float]:
     return [st[1] / n, st[2], st[3], st[4]]
 
 
-_EMPTY = (0.0, 0.0, NAN, NAN, NAN, 0.0, 0.0)
+_EMPTY = (0.0, 0.0, NAN, NAN, NAN, 0.0, 0.0, NAN, 0.0, 0.0)
+WAIT_Y = math.log10(2.0)
+_N, _TOTAL, _LAST, _MAX, _EWM, _NLONG, _NERR, _MIN, _NWAIT, _TWAIT = range(10)
 
 
 def _stat_add(st: tuple, y: float, err: bool) -> tuple:
     n = st[0] + 1.0
+    waited = y >= WAIT_Y
     return (n, st[1] + y, y, y if n == 1.0 else max(st[3], y), y if n == 1.0 else 0.5 * st[4] + 0.5 * y,
-            st[5] + (y >= LONG_Y), st[6] + err)
+            st[5] + (y >= LONG_Y), st[6] + err, y if n == 1.0 else min(st[7], y), st[8] + waited,
+            st[9] + (y if waited else 0.0))
 
 
 def _stat_values(st: tuple, stats: tuple[str, ...]) -> list[float]:
@@ -158,7 +186,7 @@ class SessionHistory:
 
     __slots__ = ("first_ms", "last_result_ms", "last_emit_ms", "n_emitted", "stats", "recent",
                  "pending", "turn_key", "calls_in_turn", "polls", "last_used", "resid", "last_slow_ms", "last_slow_y",
-                 "nbytes", "max_bytes", "_pending_hw", "_polls_hw")
+                 "nbytes", "max_bytes", "_pending_hw", "_polls_hw", "last_wait_ms", "gaps", "bg_last")
 
     def __init__(self, max_bytes: int = DEFAULT_SESSION_BYTES) -> None:
         self.first_ms: float | None = None
@@ -179,6 +207,9 @@ class SessionHistory:
         self.nbytes = SESSION_BASE    # upper bound of what this history holds (see the *_ENTRY costs)
         self._pending_hw = 0          # most entries pending / polls ever held: their dict tables do not shrink
         self._polls_hw = 0
+        self.last_wait_ms: float | None = None   # when the last wait of a fast class ended (a human answered)
+        self.gaps = (0.0, 0.0, NAN)   # human gaps before earlier turns: (n, sum of log s), the current turn's
+        self.bg_last = (0.0, NAN, NAN)   # background launches: (n, the last one's emission ms, its expected log s)
 
     # -- reading ----------------------------------------------------------------------------
     def features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
@@ -243,6 +274,66 @@ class SessionHistory:
         return [math.log10(1.0 + work), math.log10(1.0 + worst), float(same_tool), float(sib_n), sib_max,
                 math.log10(1.0 + sib_sum) if sib_n else NAN]
 
+    def approval_features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
+        """``APPROVAL_FEATURES``: whether calls like this one waited earlier in the session.
+
+        A millisecond program or an edit that took seconds waited for something else than
+        itself: an approval prompt, a human answering. How often the session's calls of the
+        call's class waited, how long, whether this program / prefix / command already ran
+        fast (an allowed prefix runs without a prompt), since when the human last acted (the
+        turn's start or the last wait that ended) and their pace between turns."""
+        stats = self.stats
+        cls = keys[CLS] if len(keys) > CLS else None
+        st = stats.get(cls, _EMPTY) if cls is not None else _EMPTY
+        n, nw = st[_N], st[_NWAIT]
+        f = [float(_CLASS_CODE.get(cls, 0)), n, nw, nw / n if n else NAN, st[_LAST], st[_TWAIT] / nw if nw else NAN]
+        fn = fw = tw = 0.0
+        for k in _FAST_KEYS:
+            s2 = stats.get(k)
+            if s2 is not None:
+                fn += s2[_N]
+                fw += s2[_NWAIT]
+                tw += s2[_TWAIT]
+        f += [fn, fw / fn if fn else NAN, tw / fw if fw else NAN]
+        prog = stats.get(keys[2]) if keys[2] is not None else None
+        sub = stats.get(keys[3]) if keys[3] is not None else None
+        cmd = stats.get(keys[4]) if keys[4] is not None else None
+        f += [prog[_MIN] if prog else NAN, sub[_MIN] if sub else NAN, sub[_NWAIT] if sub else NAN,
+              cmd[_MIN] if cmd else NAN]
+        last_wait = self.last_wait_ms
+        f.append(_log_s(now_ms - last_wait) if now_ms is not None and last_wait is not None else NAN)
+        human = call.turn_started_ms
+        if last_wait is not None and (human is None or last_wait > human):
+            human = last_wait
+        f.append(_log_s(now_ms - human) if now_ms is not None and human is not None else NAN)
+        gn, gsum, cur = self.gaps
+        if call.turn_started_ms != self.turn_key and cur == cur:   # a new turn: the last one's gap is past
+            gn, gsum = gn + 1.0, gsum + cur
+        f += [gn, gsum / gn if gn else NAN]
+        return f
+
+    def subagent_features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
+        """``SUBAGENT_FEATURES``: subagents still running in the session, and what its earlier
+        foreground subagents took (per type: the ``sub`` key's context features)."""
+        running = 0
+        for p in self.pending.values():
+            running += p[_KEYS][1] == _AGENT_FAM
+        st = self.stats.get(_AGENT_CLS, _EMPTY)
+        n = st[_N]
+        return [float(running), n, st[_TOTAL] / n if n else NAN, st[_MAX], st[_LAST]]
+
+    def poll_features(self, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
+        """``POLL_FEATURES``: the session's background jobs (how many, since when the last one
+        was launched, what the memory expected of it and how much of that is left) and its
+        polls of them so far (how many, how long they blocked)."""
+        n, at, expected = self.bg_last
+        elapsed = (now_ms - at) / 1000.0 if now_ms is not None and at == at else NAN
+        left = math.log10(1.0 + max(10.0 ** expected - elapsed, 0.0)) if expected == expected and elapsed == elapsed else NAN
+        st = self.stats.get(_POLL_CLS, _EMPTY)
+        pn = st[_N]
+        return [n, math.log10(1.0 + elapsed) if elapsed == elapsed and elapsed >= 0 else NAN, expected, left,
+                pn, st[_TOTAL] / pn if pn else NAN, st[_LAST], st[_NWAIT]]
+
     # -- writing ----------------------------------------------------------------------------
     def emit(self, call: Call, keys: tuple, now_ms: float | None, expected: float = NAN) -> None:
         if now_ms is not None:
@@ -251,8 +342,16 @@ class SessionHistory:
             self.last_emit_ms = now_ms
         self.n_emitted += 1
         if self.turn_key != call.turn_started_ms:
+            gn, gsum, cur = self.gaps
+            if cur == cur:
+                gn, gsum = gn + 1.0, gsum + cur
+            gap = (_log_s(call.turn_started_ms - call.prev_turn_ended_ms)
+                   if call.turn_started_ms is not None and call.prev_turn_ended_ms is not None else NAN)
+            self.gaps = (gn, gsum, gap)
             self.turn_key, self.calls_in_turn = call.turn_started_ms, 0
         self.calls_in_turn += 1
+        if len(keys) > CLS and keys[CLS] == _BG_CLS and now_ms is not None:
+            self.bg_last = (self.bg_last[0] + 1.0, now_ms, expected)
         if call.call_id is not None:
             old = self.pending.get(call.call_id)
             if old is not None:  # the same id again: its earlier entry is replaced (in its place)
@@ -318,6 +417,8 @@ class SessionHistory:
                 self.stats[key] = _stat_add(s, y, is_error)
         self.stats[("all",)] = _stat_add(self.stats.get(("all",), _EMPTY), y, is_error)  # in SESSION_BASE
         self.recent = (self.recent + (y,))[-5:]
+        if at_ms is not None and y >= WAIT_Y and len(keys) > CLS and keys[CLS] in _FAST_KEYS:
+            self.last_wait_ms = at_ms if self.last_wait_ms is None else max(self.last_wait_ms, at_ms)
         if at_ms is not None:
             self.last_result_ms = at_ms if self.last_result_ms is None else max(self.last_result_ms, at_ms)
         target = pend[_POLL_TARGET] if pend is not None else None
@@ -333,9 +434,12 @@ class SessionHistory:
 PROJECT_KINDS = ("tool", "prog", "sub", "cmd")
 _PROJECT_STATS = ("n", "mean", "last", "max")
 PROJECT_FEATURES: tuple[str, ...] = tuple(f"j_{k}_{s}" for k in PROJECT_KINDS for s in _PROJECT_STATS)
+# with the approval group: whether this program / prefix / command ran fast anywhere in the
+# project, and how often the project's calls of the call's class waited
+PROJECT_APPROVAL_FEATURES: tuple[str, ...] = ("j_prog_min", "j_sub_min", "j_cmd_min", "j_cls_n", "j_cls_wait_rate")
 MAX_PROJECT_KEYS = 4096   # distinct tools/programs/commands remembered per project (LRU)
 PROJECT_BASE = 1024       # the object and its OrderedDict's first table
-PROJECT_ENTRY = ODICT_SLOT + tuple_bytes(7) + 7 * FLOAT + TUPLE2   # + the key's value string
+PROJECT_ENTRY = ODICT_SLOT + tuple_bytes(10) + 10 * FLOAT + TUPLE2   # + the key's value string
 
 
 class ProjectHistory:
@@ -366,9 +470,19 @@ class ProjectHistory:
                 f += [math.log10(1.0 + st[0]), st[1] / st[0], st[2], st[3]]
         return f
 
+    def approval_features(self, keys: tuple) -> list[float]:
+        """``PROJECT_APPROVAL_FEATURES``."""
+        f = []
+        for key in (keys[2], keys[3], keys[4]):
+            st = self.stats.get(key) if key is not None else None
+            f.append(st[_MIN] if st is not None else NAN)
+        st = self.stats.get(keys[CLS]) if len(keys) > CLS and keys[CLS] is not None else None
+        f += [math.log10(1.0 + st[_N]), st[_NWAIT] / st[_N]] if st is not None else [0.0, NAN]
+        return f
+
     def observe(self, keys: tuple, latency_ms: float, is_error: bool = False) -> None:
         y = to_log(latency_ms)
-        for key in (keys[0], keys[2], keys[3], keys[4]):
+        for key in (keys[0], keys[2], keys[3], keys[4], keys[CLS] if len(keys) > CLS else None):
             if key is None:
                 continue
             st = self.stats.get(key)

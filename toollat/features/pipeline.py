@@ -50,8 +50,9 @@ from toollat.core.settings import settings
 from toollat.core.timeline import EMIT, events, in_emission_order, visible_ms
 from toollat.core.units import history_ms, to_log10_s
 
-from .args import CATEGORICAL as ARG_CATS, NUMERIC as ARG_NUMERIC, arg_features
-from .context import CONTEXT_FEATURES, PROJECT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory
+from .args import CATEGORICAL as ARG_CATS, CLASS, NUMERIC as ARG_NUMERIC, arg_features
+from .context import (APPROVAL_FEATURES, CONTEXT_FEATURES, POLL_FEATURES, PROJECT_APPROVAL_FEATURES, PROJECT_FEATURES,
+                      SUBAGENT_FEATURES, HistoryKeys, ProjectHistory, SessionHistory)
 from .embed import Embedder
 from .memory import MEMORY_FEATURES, NeighborMemory
 from .text import embed_text, exact_key
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 NAME_CATS: tuple[str, ...] = ("c_tool", "c_family", "c_agent", "c_model", "c_perm")
+PERM_FAMILY = "c_perm_fam"   # with ``approval``: agent, permission mode and tool family together
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ class FeatureConfig:
     memory: bool = True        # nearest-neighbour memory of training calls
     context: bool = True       # causal session history
     project: bool = False      # causal history of the project's other sessions (cross-session memory)
+    # The tail groups (issue 19; context.py): each a block of columns read off the session history
+    approval: bool = False     # approval state: mode per family, waits of fast calls, prefixes seen, human pace
+    subagents: bool = False    # subagents: running, earlier durations (overall; per type as the ``sub`` key)
+    polls: bool = False        # background jobs and their polls
     pca_dims: int = 16
     memory_dims: int = 64      # memory vectors are the embedding projected to this many dims (0: all 384)
     knn_k: int = 10
@@ -96,6 +102,16 @@ class FeatureConfig:
     @property
     def uses_text(self) -> bool:
         return self.embeddings or self.memory
+
+    @property
+    def uses_session(self) -> bool:
+        """Whether any column reads the session history."""
+        return self.context or self.approval or self.subagents or self.polls
+
+    @property
+    def uses_class(self) -> bool:
+        """Whether the history keys carry the call's class (``args.CLASS``)."""
+        return self.approval or self.subagents or self.polls
 
 
 class Vocab:
@@ -135,11 +151,20 @@ def _model_family(model: str | None) -> str | None:
     return m.split("-")[0]
 
 
-def _keys(call: Call, cats: dict[str, str]) -> HistoryKeys:
+def _keys(call: Call, cats: dict[str, str], config: "FeatureConfig") -> tuple:
+    """What the session and project histories remember a call's latency under (``HistoryKeys``);
+    with a tail group also its class, and with ``subagents`` a subagent's type (and whether it
+    runs in the background) as its ``sub`` key."""
     prog = cats.get("c_program")
     sub = cats.get("c_subcommand")
-    return HistoryKeys(("tool", call.tool), ("fam", call.family), ("prog", prog) if prog else None,
+    if config.subagents and call.family == "agent":
+        sub = f"agent:{cats.get('c_kind') or ''}:{cats.get(CLASS)}"
+    keys = HistoryKeys(("tool", call.tool), ("fam", call.family), ("prog", prog) if prog else None,
                        ("sub", sub) if sub else None, ("cmd", exact_key(call.tool, call.args)))
+    if config.uses_class:
+        cls = cats.get(CLASS)
+        keys += (("cls", cls) if cls else None,)
+    return keys
 
 
 @dataclass
@@ -200,7 +225,7 @@ class FeaturePipeline:
     # -- layout -----------------------------------------------------------------------------
     @property
     def categorical(self) -> list[str]:
-        return list(NAME_CATS) + (list(ARG_CATS) if self.config.args else [])
+        return list(NAME_CATS) + (list(ARG_CATS) if self.config.args else []) + ([PERM_FAMILY] if self.config.approval else [])
 
     @property
     def names(self) -> list[str]:
@@ -216,11 +241,21 @@ class FeaturePipeline:
             names += list(CONTEXT_FEATURES)
         if c.project:
             names += list(PROJECT_FEATURES)
+        if c.approval:
+            names += list(APPROVAL_FEATURES) + (list(PROJECT_APPROVAL_FEATURES) if c.project else [])
+        if c.subagents:
+            names += list(SUBAGENT_FEATURES)
+        if c.polls:
+            names += list(POLL_FEATURES)
         return names
 
     # -- static part (per call, no session) ---------------------------------------------------
     def _name_strings(self, call: Call) -> list[str | None]:
         return [call.tool, call.family, call.agent, _model_family(call.model), call.permission_mode]
+
+    @staticmethod
+    def _perm_family(call: Call) -> str:
+        return f"{call.agent or ''}|{call.permission_mode or ''}|{call.family}"
 
     def _args(self, call: Call) -> tuple[dict[str, float], dict[str, str]]:
         return arg_features(call.tool, call.family, call.args)
@@ -229,6 +264,9 @@ class FeaturePipeline:
         row = [self.vocabs[n].encode(v) for n, v in zip(NAME_CATS, self._name_strings(call))]
         if self.config.args:
             row += [self.vocabs[n].encode(cats.get(n)) for n in ARG_CATS]
+        if self.config.approval:
+            row.append(self.vocabs[PERM_FAMILY].encode(self._perm_family(call)))
+        if self.config.args:
             row += [num.get(n, math.nan) for n in ARG_NUMERIC]
         return row
 
@@ -282,6 +320,8 @@ class FeaturePipeline:
         if c.args:
             parsed = [self._args(x) for x in calls]
             strings.update({n: [p[1].get(n) for p in parsed] for n in ARG_CATS})
+        if c.approval:
+            strings[PERM_FAMILY] = [self._perm_family(x) for x in calls]
         out = Survey({n: Vocab.count(v) for n, v in strings.items()})
         if c.uses_text:
             texts, text_idx = np.unique([embed_text(x.tool, x.args) for x in calls], return_inverse=True)
@@ -349,7 +389,7 @@ class FeaturePipeline:
                     blocks.append(mem)
                 else:
                     blocks.append(self.memory.query(mvecs)[text_idx])
-        if c.context or c.project:
+        if c.uses_session or c.project:
             blocks += self._replay(df, calls, parsed, self._expected(blocks))
         return np.hstack(blocks).astype(np.float32)
 
@@ -363,33 +403,73 @@ class FeaturePipeline:
         emitted = np.array([x.emitted_ms for x in calls], dtype=np.float64)
         sessions = df["session_id"].to_numpy()
         visible = visible_ms(sessions, df["parallel_group"], emitted, df["wall_ms"].to_numpy(dtype=np.float64))
-        keys = [_keys(x, p[1]) for x, p in zip(calls, parsed)]
+        keys = [_keys(x, p[1], self.config) for x, p in zip(calls, parsed)]
+        c = self.config
+        width = len(self._session_names())
         blocks = []
-        if self.config.context:
-            out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
+        if c.uses_session:
+            out = np.empty((n, width), dtype=np.float64)
             for idx in in_emission_order(sessions, emitted):
                 hist = SessionHistory()
                 for t, kind, i in events(idx, emitted, visible):
                     call = calls[i]
                     if kind == EMIT:
-                        out[i] = hist.features(call, keys[i], t)
+                        out[i] = self._session_features(hist, call, keys[i], t)
                         hist.emit(call, keys[i], t, expected[i] if expected is not None else math.nan)
                     else:
                         hist.observe(keys[i], seen[i], bool(err[i]), at_ms=t, call_id=call.call_id,
                                      expected=expected[i] if expected is not None else math.nan)
-            blocks.append(out)
-        if self.config.project:
-            out = np.empty((n, len(PROJECT_FEATURES)), dtype=np.float64)
+        if c.project:
+            proj_out = np.empty((n, len(self._project_names())), dtype=np.float64)
             projects = np.array([x.project or "" for x in calls], dtype=object)
             for idx in in_emission_order(projects, emitted):
                 proj = ProjectHistory()
                 for t, kind, i in events(idx, emitted, visible):
                     if kind == EMIT:
-                        out[i] = proj.features(keys[i])
+                        proj_out[i] = self._project_features(proj, keys[i])
                     else:
                         proj.observe(keys[i], seen[i], bool(err[i]))
-            blocks.append(out)
+        # columns in ``names`` order: context, project, approval, subagents, polls
+        nc = len(CONTEXT_FEATURES) if c.context else 0
+        if c.context:
+            blocks.append(out[:, :nc])
+        if c.project:
+            blocks.append(proj_out[:, :len(PROJECT_FEATURES)])
+        if c.approval:
+            blocks.append(out[:, nc:nc + len(APPROVAL_FEATURES)])
+            if c.project:
+                blocks.append(proj_out[:, len(PROJECT_FEATURES):])
+        if c.subagents or c.polls:
+            blocks.append(out[:, nc + (len(APPROVAL_FEATURES) if c.approval else 0):])
         return blocks
+
+    # -- the history blocks, one place for the replay and for serving ---------------------------
+    def _session_names(self) -> list[str]:
+        c = self.config
+        return ((list(CONTEXT_FEATURES) if c.context else []) + (list(APPROVAL_FEATURES) if c.approval else [])
+                + (list(SUBAGENT_FEATURES) if c.subagents else []) + (list(POLL_FEATURES) if c.polls else []))
+
+    def _project_names(self) -> list[str]:
+        return list(PROJECT_FEATURES) + (list(PROJECT_APPROVAL_FEATURES) if self.config.approval else [])
+
+    def _session_features(self, hist: SessionHistory, call: Call, keys: tuple, now_ms: float | None) -> list[float]:
+        """The session history's columns of a call at its emission: context, approval, subagents,
+        polls (those configured, in that order)."""
+        c = self.config
+        f = hist.features(call, keys, now_ms) if c.context else []
+        if c.approval:
+            f += hist.approval_features(call, keys, now_ms)
+        if c.subagents:
+            f += hist.subagent_features(call, keys, now_ms)
+        if c.polls:
+            f += hist.poll_features(call, keys, now_ms)
+        return f
+
+    def _project_features(self, proj: ProjectHistory, keys: tuple) -> list[float]:
+        f = proj.features(keys)
+        if self.config.approval:
+            f += proj.approval_features(keys)
+        return f
 
     # -- online (the Predictor) -----------------------------------------------------------------
     def bounded(self, call: Call) -> Call:
@@ -429,7 +509,7 @@ class FeaturePipeline:
         parts = [np.array(self._encode_static(call, num, cats), dtype=np.float64)]
         if self.config.uses_text:
             parts.append(self.text_features(embed_text(call.tool, call.args)))
-        hit = (np.concatenate(parts).astype(np.float32), _keys(call, cats))
+        hit = (np.concatenate(parts).astype(np.float32), _keys(call, cats, self.config))
         self._static_cache.put(ck, hit)
         return hit
 
@@ -463,14 +543,15 @@ class FeaturePipeline:
                    project: ProjectHistory | None = None) -> tuple[np.ndarray, tuple]:
         static, keys = self.static_row(call)
         c = self.config
-        if not (c.context or c.project):
+        if not (c.uses_session or c.project):
             return static, keys
-        parts = [static]
-        if c.context:
-            parts.append(np.asarray((history or SessionHistory()).features(call, keys, now_ms), dtype=np.float32))
-        if c.project:
-            parts.append(np.asarray((project or ProjectHistory()).features(keys), dtype=np.float32))
-        return np.concatenate(parts), keys
+        sess = self._session_features(history or SessionHistory(), call, keys, now_ms) if c.uses_session else []
+        proj = self._project_features(project or ProjectHistory(), keys) if c.project else []
+        nc = len(CONTEXT_FEATURES) if c.context else 0
+        na = len(APPROVAL_FEATURES) if c.approval else 0
+        # in ``names`` order: context, project, approval (+ its project part), subagents, polls
+        row = sess[:nc] + proj[:len(PROJECT_FEATURES)] + sess[nc:nc + na] + proj[len(PROJECT_FEATURES):] + sess[nc + na:]
+        return np.concatenate([static, np.asarray(row, dtype=np.float32)]), keys
 
     # -- save / load (numbers only) -------------------------------------------------------------
     def save(self, directory: Path) -> None:

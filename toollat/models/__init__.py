@@ -27,7 +27,8 @@ def build(spec: dict[str, Any], levels: tuple[float, ...], threads: int = 2, see
     kind = spec.get("kind")
     if kind == "lgbm":
         s = settings(LightGBMSpec, spec, "model (lgbm)")
-        return LightGBMQuantile(s.params, s.classifier, levels, s.calibration_folds, s.calibration_min, threads, seed)
+        return LightGBMQuantile(s.params, s.classifier, levels, s.calibration_folds, s.calibration_min, threads, seed,
+                                s.exceed_s, s.exceed_params, s.combine)
     if kind == "knn":
         k = settings(KnnSpec, spec, "model (knn)")
         return NearestNeighbours(k.spread_scale, k.min_spread, levels)
