@@ -99,15 +99,16 @@ def test_a_damaged_shard_is_removed_and_its_texts_encoded_again(texts, tmp_path,
     assert not bad.exists() and good.exists()
 
 
-def test_a_damaged_shard_does_not_fail_predict(tmp_path):
-    """The shipped model predicting through a cache that holds a truncated shard."""
+def test_a_damaged_shard_does_not_fail_predict(tmp_path, small_bundle):
+    """A MiniLM bundle predicting through a cache that holds a truncated shard (the shipped
+    default embeds with the static embedder, which has no disk cache)."""
     from toollat.predictor import Predictor
 
     first = Embedder(tmp_path, flush_every=1)
     first.encode(["Bash: ls -la"])
     (shard,) = shards(tmp_path)
     shard.write_bytes(shard.read_bytes()[:100])
-    p = Predictor.load("default", embedder=Embedder(tmp_path))
+    p = Predictor.load(small_bundle, embedder=Embedder(tmp_path))
     pred = p.predict({"session_id": "s", "tool": "Bash", "args": {"command": "pytest -q tests"}})
     assert pred.p50_ms >= 0
     assert not shard.exists()
