@@ -2,11 +2,63 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from toollat.paths import corpus_dir, shared_data_dir, tracelab_dir
+
+
+TOOLLAT = [sys.executable, "-m", "toollat.cli"]
+
+
+def run_cli(*args, check: bool = True, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """``toollat ARGS...`` in a fresh process, its output as text; ``check``: exit status 0 or fail
+    with the end of its stderr."""
+    proc = subprocess.run([*TOOLLAT, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kw)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def loopback_server(app, limits) -> Iterator[str]:
+    """``app`` served by a real uvicorn server on 127.0.0.1 (a thread here) with ``limits``; yields
+    its base URL once /healthz answers, and stops it after."""
+    import httpx
+    import uvicorn
+
+    from toollat.serving import server_config
+
+    port = free_port()
+    srv = uvicorn.Server(server_config(app, "127.0.0.1", port, limits, log_level="warning", loop="asyncio"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(400):   # a bound on a server that never starts, not a speed requirement
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
 
 
 def _require(path: Path) -> Path:

@@ -9,8 +9,7 @@ second), so host memory holds a KV at most H = B / r = 600 s; TTLs at least 100 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ import pytest
 from toollat.evaluation.evaluate import pool_predictions, report
 from toollat.evaluation.metrics import compute, expected_calibration_error
 from toollat.hints import decision_costs, decision_gap_closed, oracle_costs
-from conftest import decide
+from conftest import decide, run_cli
 from toollat.hints import HintCosts
 from toollat.models import Prediction
 
@@ -170,7 +169,6 @@ def test_reliability_plot():
 
 
 # -- the commands ----------------------------------------------------------------------------------
-TOOLLAT = [sys.executable, "-m", "toollat.cli"]
 NEW = ("long_pr_auc", "long_pr_auc_30s", "p_long_ece", "weighted_mae_log10", "decision_cost", "decision_gap_closed")
 
 
@@ -186,10 +184,8 @@ def test_evaluate_json_and_table_carry_the_decision_metrics(small_bundle, held_o
     from toollat.predictor import Predictor
 
     path, test = held_out
-    proc = subprocess.run([*TOOLLAT, "evaluate", "--model", str(small_bundle), "--data", str(path), "--json"],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout)  # strict JSON: a NaN would not parse as a number here
+    # strict JSON: a NaN would not parse as a number here
+    out = json.loads(run_cli("evaluate", "--model", small_bundle, "--data", path, "--json").stdout)  # strict JSON: a NaN would not parse as a number here
     assert set(out["models"]) == {"toollat", "per_tool_median", "per_command_mean", "global_median"}
     for m in out["models"].values():
         assert set(NEW) <= set(m)
@@ -204,9 +200,7 @@ def test_evaluate_json_and_table_carry_the_decision_metrics(small_bundle, held_o
                        zip(frame.hint_action, frame.hint_ttl_ms, frame.hint_then, frame.wall_ms)])
     assert out["models"]["toollat"]["decision_cost"] == pytest.approx(by_hand, rel=1e-9)
 
-    table = subprocess.run([*TOOLLAT, "evaluate", "--model", str(small_bundle), "--data", str(path)],
-                           capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "COLUMNS": "160"})
-    assert table.returncode == 0, table.stderr[-2000:]
+    table = run_cli("evaluate", "--model", small_bundle, "--data", path, env={**os.environ, "COLUMNS": "160"})
     for name in NEW:
         assert name in table.stdout
     assert "the oracle's" in table.stdout

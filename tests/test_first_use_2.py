@@ -4,54 +4,27 @@ without a network, clear errors for the usual first mistakes. Each failed before
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import asdict
 
 import httpx
 import pytest
-import uvicorn
 
+from conftest import loopback_server, run_cli
 from toollat.online import OnlineConfig
-from toollat.paths import REPO_ROOT
 from toollat.predictor import Predictor
-from toollat.serving import ServerLimits, create_app, server_config
+from toollat.serving import ServerLimits, create_app
 
 
 def cli(*args, timeout=300, **kw):
-    return subprocess.run([sys.executable, "-m", "toollat.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return run_cli(*args, check=False, timeout=timeout, **kw)
 
 
 @pytest.fixture(scope="module")
 def default_server():
     """`toollat serve --model default` as a real uvicorn server on loopback (a thread here)."""
-    predictor = Predictor.load("default")
-    port = free_port()
     limits = ServerLimits()
-    srv = uvicorn.Server(server_config(create_app(predictor, limits=limits), "127.0.0.1", port, limits,
-                                       log_level="warning", loop="asyncio"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with loopback_server(create_app(Predictor.load("default"), limits=limits), limits) as base:
+        yield base
 
 
 # -- 1. the shipped default learns while serving --------------------------------------------------

@@ -3,19 +3,10 @@ overridden on the command line reaching the stall, and bad settings refused with
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-TOOLLAT = [sys.executable, "-m", "toollat.cli"]
-
-
-def run(*args, check=True, timeout=600):
-    proc = subprocess.run([*TOOLLAT, *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+from conftest import run_cli as run
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import orjson
 import pytest
-import uvicorn
 
+from conftest import loopback_server
 from toollat.estimator import ToolLatencyModel
 from toollat.predictor import Predictor
-from toollat.serving import ServerLimits, create_app, server_config
+from toollat.serving import ServerLimits, create_app
 
 TOKEN = "s3cret-token"
 MAX_BODY = 4 * 1024 * 1024
@@ -23,30 +23,11 @@ LIMITS = ServerLimits(max_body_bytes=MAX_BODY, max_new_texts=100, max_inflight=1
                       body_timeout_s=2.0, max_observations=2000, max_calls=10_000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(small_bundle, embedder):
     predictor = Predictor(ToolLatencyModel.load(small_bundle, embedder), max_sessions=1000)
-    port = free_port()
-    srv = uvicorn.Server(server_config(create_app(predictor, token=TOKEN, limits=LIMITS), "127.0.0.1", port, LIMITS,
-                                       log_level="warning", loop="asyncio"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    yield base, predictor
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with loopback_server(create_app(predictor, token=TOKEN, limits=LIMITS), LIMITS) as base:
+        yield base, predictor
 
 
 @pytest.fixture(scope="module")
